@@ -1,0 +1,97 @@
+"""What a port author writes: an adapter (for non-torch ports) and its capabilities.
+
+A class that is a drop-in for ``torch.nn.LSTM`` needs no adapter at all.  Any other port
+subclasses :class:`Adapter`: it is built from an :class:`~conformance.arrays.LSTMConfig` and
+torch-named NumPy weights, and its :meth:`Adapter.forward` maps NumPy inputs to NumPy outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Mapping, Optional, Union
+
+import numpy as np
+
+from .arrays import LSTMConfig, PackedArrays
+
+__all__ = ["Adapter", "Capabilities", "FEATURES", "ERROR_STRICTNESS", "ArrayInput", "ArrayState", "ArrayResult"]
+
+#: Every feature a port may declare, with what it means.  A feature left out is reported as
+#: unsupported (skipped), never as passed.
+FEATURES: dict[str, str] = {
+    "multi_layer": "num_layers > 1",
+    "no_bias": "bias=False (both bias vectors removed)",
+    "batch_first": "batch_first=True layout for input and output",
+    "bidirectional": "bidirectional=True",
+    "proj_size": "proj_size > 0 (LSTM with projections)",
+    "initial_state": "an explicit (h0, c0) passed to the call",
+    "unbatched": "2-D (seq_len, input_size) input without a batch dimension",
+    "packed": "PackedSequence input built with enforce_sorted=True",
+    "packed_unsorted": "PackedSequence input built with enforce_sorted=False (hx permuted by sorted_indices)",
+    "dropout": "training mode with dropout between layers",
+    "noncontiguous": "non-contiguous input views (transposed or strided)",
+    "requires_grad": "inputs that require grad",
+}
+
+#: How closely a port's exceptions follow torch's: the same type and message, the same type,
+#: or merely raising where torch raises.
+ERROR_STRICTNESS = ("exact", "type", "raises")
+
+ArrayState = tuple[np.ndarray, np.ndarray]
+ArrayInput = Union[np.ndarray, PackedArrays]
+ArrayResult = tuple[ArrayInput, ArrayState]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a port supports.  The defaults declare everything torch supports."""
+
+    features: frozenset[str] = field(default_factory=lambda: frozenset(FEATURES))
+    dtypes: frozenset[str] = frozenset({"float32", "float64"})
+    errors: str = "raises"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.features) - set(FEATURES)
+        if unknown:
+            raise ValueError(f"unknown features {sorted(unknown)}; known: {sorted(FEATURES)}")
+        if self.errors not in ERROR_STRICTNESS:
+            raise ValueError(f"errors must be one of {ERROR_STRICTNESS}, got {self.errors!r}")
+        object.__setattr__(self, "features", frozenset(self.features))
+        object.__setattr__(self, "dtypes", frozenset(self.dtypes))
+
+    def without(self, *features: str) -> "Capabilities":
+        """These capabilities minus some features (for ports that lack them)."""
+        return Capabilities(self.features - set(features), self.dtypes, self.errors)
+
+    def missing(self, features: set[str], dtype: Optional[str] = None) -> list[str]:
+        """The required features (and dtype) this port does not declare, as readable reasons."""
+        reasons = [f"{name} ({FEATURES[name]})" for name in sorted(set(features) - self.features)]
+        if dtype is not None and dtype not in self.dtypes:
+            reasons.append(f"dtype {dtype}")
+        return reasons
+
+
+class Adapter:
+    """Base class for a port that is not a torch module.
+
+    Subclass it, set :attr:`capabilities`, and implement :meth:`forward`.  The suite builds one
+    adapter per generated model, so ``__init__`` is where weights are translated.
+    """
+
+    #: Features, dtypes and error strictness this port declares.
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, config: LSTMConfig, weights: Mapping[str, np.ndarray]) -> None:
+        """``weights`` maps torch's parameter names (``weight_ih_l0``, ...) to arrays in torch's layout."""
+        self.config = config
+        self.weights = dict(weights)
+
+    def forward(self, input: ArrayInput, hx: Optional[ArrayState], *, training: bool) -> ArrayResult:
+        """Run the LSTM like ``nn.LSTM.forward`` does, on NumPy arrays.
+
+        ``input`` is ``(L, N, H_in)`` (``(N, L, H_in)`` if batch_first), ``(L, H_in)`` unbatched, or
+        :class:`PackedArrays`.  ``hx`` is ``None`` or ``(h0, c0)`` laid out as torch lays them
+        (never batch_first; in the caller's batch order for packed input).  Return
+        ``(output, (h_n, c_n))``; for packed input the output is :class:`PackedArrays`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement forward()")

@@ -1,0 +1,64 @@
+"""Running the reference, ``torch.nn.LSTM``, and its float64 evaluation on a case.
+
+The float64 evaluation (the *oracle*) runs the same module, with its weights and inputs
+promoted exactly to float64.  torch's float64 LSTM agrees with exact arithmetic to about 1e-16,
+so the oracle measures how far torch's own float32 result is from the truth; the tolerance
+policy in :mod:`conformance.compare` is built on that measurement.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from .case import Case
+from .outcome import Outcome, from_torch
+
+__all__ = ["Expected", "expected_for", "to_float64"]
+
+
+@dataclass
+class Expected:
+    """What torch does with a case: the module, the call arguments, its result and the oracle."""
+
+    model: Any
+    args: tuple
+    reference: Outcome
+    oracle: Outcome
+
+
+def to_float64(value: Any) -> Any:
+    """Exact float64 copies of tensors, packed sequences and tuples of them."""
+    import torch
+    from torch.nn.utils.rnn import PackedSequence
+
+    if isinstance(value, PackedSequence):
+        return PackedSequence(value.data.detach().double(), value.batch_sizes,
+                              value.sorted_indices, value.unsorted_indices)
+    if isinstance(value, torch.Tensor):
+        return value.detach().double()
+    if isinstance(value, tuple):
+        return tuple(to_float64(v) for v in value)
+    return value
+
+
+def _call(model: Any, args: tuple, packed: bool) -> Outcome:
+    with warnings.catch_warnings():
+        # torch warns once per process that projections bypass oneDNN; it says nothing about the case.
+        warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
+        return from_torch(model(*args), packed, where="torch.nn.LSTM")
+
+
+def expected_for(case: Case) -> Expected:
+    """Build the case, run torch on it, and run the float64 oracle when the case is float32."""
+    model, args = case.build()
+    packed = case.call.packed
+    reference = _call(model, args, packed)
+    if case.config.dtype == "float64":
+        oracle = reference
+    else:
+        model64 = copy.deepcopy(model).double()
+        oracle = _call(model64, to_float64(args), packed)
+    return Expected(model, args, reference, oracle)

@@ -1,0 +1,204 @@
+"""Hypothesis strategies for LSTM cases: one small strategy per axis, composed into cases.
+
+Every strategy shrinks towards the plainest value of its axis (one layer, bias on, no
+packing, ...), so a shrunk failure names only the axes that matter.  Rare but important values
+(hidden sizes above 64, sequences of 100+ steps, batches of 17+ where torch's sort reorders
+ties) are drawn occasionally everywhere, and always in the focused tests of :data:`FOCI`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+from hypothesis import strategies as st
+
+from .adapters import Capabilities
+from .arrays import LSTMConfig
+from .case import LAYOUTS, PACKINGS, Call, Case
+
+__all__ = ["FOCI", "cases", "focus_cases", "input_sizes", "hidden_sizes", "num_layers", "proj_sizes",
+           "dropouts", "seq_lens", "batch_sizes", "lengths_lists", "seeds"]
+
+
+def _occasionally(common: st.SearchStrategy, rare: st.SearchStrategy) -> st.SearchStrategy:
+    """``rare`` one draw in ten, else ``common``; shrinks towards ``common``."""
+    return st.integers(0, 9).flatmap(lambda k: rare if k == 9 else common)
+
+
+def input_sizes() -> st.SearchStrategy[int]:
+    return _occasionally(st.integers(1, 8), st.integers(9, 40))
+
+
+def hidden_sizes() -> st.SearchStrategy[int]:
+    """Mostly small (1 included), occasionally above 64 where kernels tile differently."""
+    return _occasionally(st.integers(1, 12), st.integers(65, 80))
+
+
+def num_layers() -> st.SearchStrategy[int]:
+    return st.integers(1, 4)
+
+
+def proj_sizes(hidden_size: int) -> st.SearchStrategy[int]:
+    """0 (no projection) or 1 .. hidden_size - 1."""
+    if hidden_size < 2:
+        return st.just(0)
+    return st.one_of(st.just(0), st.integers(1, hidden_size - 1))
+
+
+def _probabilities() -> st.SearchStrategy[float]:
+    return st.floats(0.05, 0.95).map(lambda p: round(p, 3))
+
+
+def dropouts() -> st.SearchStrategy[float]:
+    """0, a probability strictly between 0 and 1, or 1.0 (everything dropped)."""
+    return st.one_of(st.just(0.0), _probabilities(), st.just(1.0))
+
+
+def seq_lens() -> st.SearchStrategy[int]:
+    """1, short, and occasionally 100 or more."""
+    return _occasionally(st.integers(1, 6), st.integers(100, 130))
+
+
+def batch_sizes() -> st.SearchStrategy[int]:
+    """1, small, and occasionally 17 or more (torch.sort reorders tied lengths from 17 on)."""
+    return _occasionally(st.integers(1, 4), st.integers(17, 24))
+
+
+def seeds() -> st.SearchStrategy[int]:
+    return st.integers(0, 2**16 - 1)
+
+
+@st.composite
+def lengths_lists(draw: Any, batch: int, max_len: int, sorted_desc: bool) -> tuple[int, ...]:
+    """Per-sequence lengths, the longest being ``max_len``, from a small pool so ties are common."""
+    others = draw(st.lists(st.integers(1, max_len), max_size=2, unique=True))
+    pool = sorted({max_len, *others}, reverse=True)
+    lengths = draw(st.lists(st.sampled_from(pool), min_size=batch - 1, max_size=batch - 1))
+    position = draw(st.integers(0, batch - 1))
+    lengths.insert(position, max_len)
+    return tuple(sorted(lengths, reverse=True)) if sorted_desc else tuple(lengths)
+
+
+def _flag(draw: Any, feature: str, allowed: frozenset, required: frozenset) -> bool:
+    """Draw an on/off axis: forced on when required, off when unsupported."""
+    if feature in required:
+        return True
+    if feature not in allowed:
+        return False
+    return draw(st.booleans())
+
+
+@st.composite
+def cases(
+    draw: Any,
+    capabilities: Capabilities = Capabilities(),
+    require: Iterable[str] = (),
+    dtype: Optional[str] = None,
+    seq_len: Optional[st.SearchStrategy[int]] = None,
+    batch: Optional[st.SearchStrategy[int]] = None,
+    hidden_size: Optional[st.SearchStrategy[int]] = None,
+    input_size: Optional[st.SearchStrategy[int]] = None,
+    training: Optional[bool] = None,
+    dropout: Optional[st.SearchStrategy[float]] = None,
+    weight_scale: Optional[st.SearchStrategy[float]] = None,
+) -> Case:
+    """A full case using only what ``capabilities`` declares, with the ``require``d features on."""
+    allowed, required = capabilities.features, frozenset(require)
+    # -- the model
+    in_size = draw(input_sizes() if input_size is None else input_size)
+    hidden = draw(hidden_sizes() if hidden_size is None else hidden_size)
+    if "proj_size" in required:
+        hidden = max(hidden, 2)  # a projection needs 1 <= proj_size < hidden_size
+    layers = draw(st.integers(2, 4) if {"multi_layer", "dropout"} & required
+                  else num_layers() if "multi_layer" in allowed else st.just(1))
+    proj = draw(st.integers(1, hidden - 1) if "proj_size" in required
+                else proj_sizes(hidden) if "proj_size" in allowed else st.just(0))
+    model_dtype = dtype or draw(st.sampled_from(sorted(capabilities.dtypes, key=["float32", "float64"].index)))
+    # -- the mode: a random dropout mask needs the "dropout" capability
+    is_training = training if training is not None else ("dropout" in required or draw(st.booleans()))
+    can_drop = "dropout" in allowed and is_training
+    if dropout is None:
+        dropout = (st.one_of(_probabilities(), st.just(1.0)) if "dropout" in required
+                   else dropouts() if (can_drop or not is_training) else st.just(0.0))
+    drop = draw(dropout)
+    config = LSTMConfig(
+        input_size=in_size, hidden_size=hidden, num_layers=layers,
+        bias=not _flag(draw, "no_bias", allowed, required),
+        batch_first=_flag(draw, "batch_first", allowed, required),
+        dropout=drop,
+        bidirectional=_flag(draw, "bidirectional", allowed, required),
+        proj_size=proj, dtype=model_dtype,
+    )
+    # -- the input form: packed, unbatched, or dense (possibly a non-contiguous view)
+    form = "dense"
+    if {"packed", "packed_unsorted"} & required:
+        form = "packed"
+    elif "unbatched" in required:
+        form = "unbatched"
+    else:
+        excluded = set()
+        if batch is not None:
+            excluded.add("unbatched")  # a focus on batch sizes needs a batch dimension
+        if "noncontiguous" in required:
+            excluded.add("packed")  # a view's layout only applies to dense input
+        forms = ["dense"] + [f for f in ("packed", "unbatched") if f in allowed and f not in excluded]
+        form = draw(st.sampled_from(forms))
+    length = draw(seq_lens() if seq_len is None else seq_len)
+    n = None if form == "unbatched" else draw(batch_sizes() if batch is None else batch)
+    call_kwargs: dict[str, Any] = {}
+    if form == "packed":
+        enforce_sorted = not _flag(draw, "packed_unsorted", allowed, required)
+        lengths = draw(lengths_lists(n, length, sorted_desc=enforce_sorted))
+        call_kwargs = dict(packing=draw(st.sampled_from(PACKINGS)), lengths=lengths,
+                           enforce_sorted=enforce_sorted)
+        length = max(lengths)
+    elif "noncontiguous" in required:
+        call_kwargs["layout"] = draw(st.sampled_from(LAYOUTS[1:]))
+    elif "noncontiguous" in allowed:
+        call_kwargs["layout"] = draw(st.sampled_from(LAYOUTS))
+    call = Call(
+        seq_len=length, batch=n,
+        with_hx=_flag(draw, "initial_state", allowed, required),
+        requires_grad=_flag(draw, "requires_grad", allowed, required),
+        training=is_training, seed=draw(seeds()), **call_kwargs,
+    )
+    scale = 1.0 if weight_scale is None else draw(weight_scale)
+    return Case(config, call, weight_seed=draw(seeds()), weight_scale=scale)
+
+
+#: Focused tests: each makes one feature or rare axis value appear in every example.
+#: A focus whose features the port does not declare is skipped with the reason.
+FOCI: dict[str, dict[str, Any]] = {
+    "any": {},
+    **{feature: {"require": {feature}} for feature in (
+        "multi_layer", "no_bias", "batch_first", "bidirectional", "proj_size", "initial_state",
+        "unbatched", "packed", "packed_unsorted", "noncontiguous", "requires_grad")},
+    "float64": {"dtype": "float64"},
+    # training mode: what holds for any correct port, however it draws its dropout masks
+    "train_dropout_0_equals_eval": {"training": True, "dropout": st.just(0.0)},
+    "train_dropout_1_is_deterministic": {"training": True, "dropout": st.just(1.0), "require": {"dropout"}},
+    "train_dropout_keeps_layer_0_states": {"training": True, "dropout": _probabilities(), "require": {"dropout"}},
+    "eval_never_drops": {"training": False, "dropout": st.one_of(_probabilities(), st.just(1.0)),
+                         "require": {"multi_layer"}},
+    "long_sequence": {"seq_len": st.integers(100, 160)},
+    "large_hidden": {"hidden_size": st.integers(65, 96)},
+    "large_batch": {"batch": st.integers(17, 24)},
+    "large_batch_packed_unsorted": {"batch": st.integers(17, 24), "require": {"packed_unsorted"}},
+    "sizes_of_one": {"input_size": st.just(1), "hidden_size": st.just(1), "batch": st.just(1)},
+}
+
+
+#: The stress tier (not in the default run): large weights and long sequences.
+STRESS: dict[str, Any] = {"weight_scale": st.sampled_from([2.0, 3.0]), "seq_len": st.integers(200, 500),
+                          "batch": st.integers(1, 4)}
+
+
+def focus_requirements(focus: str) -> tuple[set[str], Optional[str]]:
+    """The features and dtype a focus needs from a port."""
+    spec = FOCI[focus]
+    return set(spec.get("require", ())), spec.get("dtype")
+
+
+def focus_cases(capabilities: Capabilities, focus: str) -> st.SearchStrategy[Case]:
+    """Cases for one entry of :data:`FOCI`, restricted to what the port declares."""
+    return cases(capabilities, **FOCI[focus])

@@ -1,0 +1,1 @@
+"""The conformance tests.  Run them with ``pytest --pyargs conformance.suite --lstm-impl=IMPL``."""

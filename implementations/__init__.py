@@ -1,0 +1,1 @@
+"""LSTM ports checked by the conformance suite, starting with the NumPy reference port."""

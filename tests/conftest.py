@@ -1,0 +1,32 @@
+"""Shared helpers for the suite's own tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_pytest(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run pytest in a fresh interpreter, as a user would, with the repository importable."""
+    environ = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
+    environ.pop("PYTEST_XDIST_WORKER", None)
+    environ.pop("LSTM_CONFORMANCE_IMPL", None)
+    environ.update(env or {})
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd,
+                          env=environ, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def suite_runner(tmp_path: Path):
+    """Run the conformance suite from an empty folder (no stale hypothesis database)."""
+
+    def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        return run_pytest(["--pyargs", "conformance.suite", *args], cwd=tmp_path, env=env)
+
+    return run

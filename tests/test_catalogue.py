@@ -1,0 +1,55 @@
+"""The suite flags every deliberately broken port and passes every correct one.
+
+Each port is checked the way a user checks theirs: ``pytest --lstm-impl=... --hypothesis-profile=ci``
+in a fresh interpreter, from an empty folder.  A broken port must make that exit 1 with a
+conformance failure; a correct port (including ones more accurate than torch) must exit 0.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.ports.broken import CATALOGUE, CORRECT
+
+BROKEN = {name: f"tests.ports.broken:{cls.__name__}" for name, cls in CATALOGUE.items()}
+BROKEN.update({
+    "adapter-swapped-states": "tests.ports.adapters:SwappedStatesAdapter",
+    "adapter-list-result": "tests.ports.adapters:ListResultAdapter",
+})
+GOOD = {name: f"{cls.__module__}:{cls.__name__}" for name, cls in CORRECT.items()}
+GOOD.update({
+    "numpy": "numpy",
+    "torch": "torch",
+    "numpy-float64-inside": "tests.ports.adapters:Float64InsideNumpyLSTM",
+    "numpy-limited": "tests.ports.adapters:LimitedNumpyLSTM",
+})
+
+
+def test_catalogue_is_large_and_documented() -> None:
+    assert len(CATALOGUE) >= 15
+    for cls in CATALOGUE.values():
+        assert cls.__doc__ and cls.__doc__.strip(), f"{cls.__name__} needs a one-line description of its bug"
+
+
+@pytest.mark.parametrize("name", list(BROKEN))
+def test_broken_port_is_flagged(suite_runner, name: str) -> None:
+    result = suite_runner(f"--lstm-impl={BROKEN[name]}", "--hypothesis-profile=ci", "-x", "-q")
+    assert result.returncode == 1, f"{name} was not flagged:\n{result.stdout[-3000:]}"
+    assert "does not match torch.nn.LSTM" in result.stdout, result.stdout[-3000:]
+
+
+@pytest.mark.parametrize("name", list(GOOD))
+def test_correct_port_passes(suite_runner, name: str) -> None:
+    result = suite_runner(f"--lstm-impl={GOOD[name]}", "--hypothesis-profile=ci", "-q")
+    assert result.returncode == 0, f"{name} was flagged:\n{result.stdout[-5000:]}"
+
+
+def test_a_failure_report_gives_statistics_and_the_case_as_code(suite_runner) -> None:
+    result = suite_runner(f"--lstm-impl={BROKEN['onnx-gate-order']}", "--hypothesis-profile=dev", "-x", "-q",
+                          "-k", "test_matches_torch and initial_state")
+    out = result.stdout
+    assert result.returncode == 1
+    for fragment in ("mismatched elements:", "greatest absolute difference:", "at index (",
+                     "greatest relative difference:", "torch's own error on this tensor",
+                     "The case as code", "model = nn.LSTM(", "Falsifying example"):
+        assert fragment in out, f"missing {fragment!r} in:\n{out[-4000:]}"
