@@ -37,43 +37,58 @@ class Candidate:
     def __repr__(self) -> str:  # hypothesis prints it in every falsifying example: keep it short
         return f"<{self.kind} {self.name}>"
 
-    def build(self, config: LSTMConfig, state_dict: dict) -> Any:
-        """A fresh port instance holding the reference's weights."""
-        if self.kind == "drop-in":
-            return _build_drop_in(self.target, config, state_dict)
-        weights = {name: t.detach().numpy().copy() for name, t in state_dict.items()}
-        return _guard("constructing the adapter", lambda: self.target(config, weights))
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # hypothesis' pretty-printer
+        printer.text(repr(self))
 
-    def run(self, instance: Any, args: tuple, training: bool, packed: bool) -> Outcome:
-        """One forward call on an instance from :meth:`build`, converted to an Outcome."""
+    def construct(self, config: LSTMConfig, state_dict: Optional[dict] = None) -> Any:
+        """A port instance for ``config`` holding ``state_dict``'s weights; exceptions propagate."""
         if self.kind == "drop-in":
-            _guard(f"calling .{'train' if training else 'eval'}()", lambda: instance.train(training))
-            result = _guard("the forward call", lambda: instance(*args))
-            return from_torch(result, packed, where=f"{self.name}")
+            import torch
+
+            module = self.target(**config.torch_kwargs(), dtype=getattr(torch, str(config.dtype), config.dtype))
+            if state_dict is not None:
+                module.load_state_dict(state_dict)
+            return module
+        weights = {name: t.detach().numpy().copy() for name, t in (state_dict or {}).items()}
+        return self.target(config, weights)
+
+    def call(self, instance: Any, args: tuple, training: bool) -> Any:
+        """One forward call, as the port receives it; returns what the port returned."""
+        if self.kind == "drop-in":
+            instance.train(training)
+            return instance(*args)
         np_args = [_to_arrays(a) for a in args]
         x, hx = np_args[0], (np_args[1] if len(np_args) > 1 else None)
-        result = _guard("adapter.forward", lambda: instance.forward(x, hx, training=training))
+        return instance.forward(x, hx, training=training)
+
+    def outcome(self, result: Any, packed: bool) -> Outcome:
+        """Check the structure of a result and convert it; raises StructureError."""
+        if self.kind == "drop-in":
+            return from_torch(result, packed, where=self.name)
         return from_arrays(result, packed, where=f"{self.name}.forward")
 
+    def build(self, config: LSTMConfig, state_dict: dict, warnings_out: Optional[list] = None) -> Any:
+        """:meth:`construct`, with an exception reported as a CandidateError."""
+        what = "constructing the port and loading the reference's weights"
+        return _guard(what, lambda: self.construct(config, state_dict), warnings_out)
 
-def _guard(what: str, action: Callable[[], Any]) -> Any:
+    def run(self, instance: Any, args: tuple, training: bool, packed: bool) -> Outcome:
+        """:meth:`call` then :meth:`outcome`, with an exception reported as a CandidateError."""
+        return self.outcome(_guard("the forward call", lambda: self.call(instance, args, training)), packed)
+
+
+def _guard(what: str, action: Callable[[], Any], warnings_out: Optional[list] = None) -> Any:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # warning conformance is judged separately, not here
-            return action()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = action()
     except AssertionError:
         raise
     except Exception as exc:
         raise CandidateError(f"{what} raised {type(exc).__name__}: {exc}") from exc
-
-
-def _build_drop_in(cls: Any, config: LSTMConfig, state_dict: dict) -> Any:
-    import torch
-
-    kwargs = dict(config.torch_kwargs(), dtype=getattr(torch, config.dtype))
-    module = _guard(f"{cls.__qualname__}(**{kwargs})", lambda: cls(**kwargs))
-    _guard("load_state_dict(reference weights)", lambda: module.load_state_dict(state_dict))
-    return module
+    if warnings_out is not None:
+        warnings_out.extend(caught)
+    return result
 
 
 def _to_arrays(value: Any) -> Any:

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from .arrays import LSTMConfig
 
-__all__ = ["Call", "Case", "LAYOUTS", "PACKINGS"]
+__all__ = ["Call", "Case", "Fault", "LAYOUTS", "PACKINGS"]
 
 #: How a dense input tensor is laid out in memory.
 LAYOUTS = ("contiguous", "transposed", "sliced")
@@ -39,6 +39,7 @@ class Call:
     requires_grad: bool = False
     training: bool = False
     seed: int = 0
+    same_state: bool = False  # pass one tensor as both h0 and c0 (needs proj_size == 0)
 
     @property
     def packed(self) -> bool:
@@ -61,13 +62,29 @@ def _short_repr(obj: Any) -> str:
 
 
 @dataclass(frozen=True)
+class Fault:
+    """A deliberate mistake in a case, named for reports, with the code that makes it.
+
+    ``stage="construct"``: the configuration itself holds the bad value, and the case's code
+    stops at the constructor.  ``stage="forward"``: ``lines`` run once ``x`` (and ``h0``, ``c0``)
+    exist, and ``args`` (if given) replaces the call's argument tuple.
+    """
+
+    name: str
+    stage: str = "forward"
+    lines: tuple[str, ...] = ()
+    args: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class Case:
-    """A model configuration, the seed of its weights, and one call."""
+    """A model configuration, the seed of its weights, one call, and possibly a fault."""
 
     config: LSTMConfig
     call: Call
     weight_seed: int = 0
     weight_scale: float = 1.0
+    fault: Optional[Fault] = None
 
     def __repr__(self) -> str:
         inner = [_short_repr(self.config), _short_repr(self.call)]
@@ -75,6 +92,8 @@ class Case:
             inner.append(f"weight_seed={self.weight_seed}")
         if self.weight_scale != 1.0:
             inner.append(f"weight_scale={self.weight_scale!r}")
+        if self.fault is not None:
+            inner.append(f"fault={self.fault.name!r}")
         return f"Case({', '.join(inner)})"
 
     def replace(self, **changes: Any) -> "Case":
@@ -116,11 +135,15 @@ class Case:
         """Runnable Python that builds ``model`` (an ``nn.LSTM``) and ``args`` for ``model(*args)``."""
         cfg, call = self.config, self.call
         dt = f"torch.{cfg.dtype}"
-        kwargs = ", ".join(f"{k}={v!r}" for k, v in cfg.torch_kwargs().items() if _differs(k, v))
+        kwargs = ", ".join(f"{k}={_literal(v)}" for k, v in cfg.torch_kwargs().items() if _differs(k, v))
         lines = ["import torch", "from torch import nn"]
         if call.packing:
             lines.append(f"from torch.nn.utils.rnn import {call.packing}")
+        if self.fault is not None:
+            lines.append(f"# fault: {self.fault.name}")
         lines += ["", f"torch.manual_seed({self.weight_seed})", f"model = nn.LSTM({kwargs}, dtype={dt})"]
+        if self.fault is not None and self.fault.stage == "construct":
+            return "\n".join(lines) + "\n"
         if self.weight_scale != 1.0:
             lines += ["with torch.no_grad():", "    for p in model.parameters():",
                       f"        p.mul_({self.weight_scale!r})"]
@@ -132,11 +155,14 @@ class Case:
         if call.with_hx:
             layers = cfg.num_layers * cfg.num_directions
             batch = "" if call.unbatched else f"{call.batch}, "
-            lines += [f"h0 = torch.randn({layers}, {batch}{cfg.output_size}, generator=g, dtype={dt})",
-                      f"c0 = torch.randn({layers}, {batch}{cfg.hidden_size}, generator=g, dtype={dt})",
-                      "args = (x, (h0, c0))"]
-        else:
-            lines.append("args = (x,)")
+            lines.append(f"h0 = torch.randn({layers}, {batch}{cfg.output_size}, generator=g, dtype={dt})")
+            lines.append("c0 = h0" if call.same_state else
+                         f"c0 = torch.randn({layers}, {batch}{cfg.hidden_size}, generator=g, dtype={dt})")
+        args = "(x, (h0, c0))" if call.with_hx else "(x,)"
+        if self.fault is not None:
+            lines += list(self.fault.lines)
+            args = self.fault.args or args
+        lines.append(f"args = {args}")
         return "\n".join(lines) + "\n"
 
     def _input_lines(self, opts: str) -> list[str]:
@@ -166,22 +192,77 @@ class Case:
             return [f"x = torch.randn({_dims(wider)}, {opts})[..., ::2]"]
         return [f"x = torch.randn({_dims(dims)}, {opts})"]
 
-    def build(self) -> tuple[Any, tuple]:
-        """Execute :meth:`to_code`; return ``(model, args)``."""
+    def build(self, warnings_out: Optional[list] = None) -> tuple[Any, tuple]:
+        """Execute :meth:`to_code`; return ``(model, args)``.
+
+        Warnings raised meanwhile (nn.LSTM warns about dropout with one layer) are appended to
+        ``warnings_out`` when it is given, and dropped otherwise.
+        """
         namespace: dict[str, Any] = {}
-        with warnings.catch_warnings():
-            # nn.LSTM warns when dropout is set with one layer; the case is still valid.
-            warnings.filterwarnings("ignore", message="dropout option adds dropout after all but last")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             exec(compile(self.to_code(), "<lstm-conformance case>", "exec"), namespace)
-        return namespace["model"], namespace["args"]
+        if warnings_out is not None:
+            warnings_out.extend(caught)
+        return namespace["model"], namespace.get("args", ())
 
 
 _DEFAULTS = {f.name: f.default for f in fields(LSTMConfig)}
 
 
 def _differs(name: str, value: Any) -> bool:
-    return name in ("input_size", "hidden_size") or value != _DEFAULTS[name]
+    default = _DEFAULTS[name]
+    return name in ("input_size", "hidden_size") or type(value) is not type(default) or value != default
+
+
+def _literal(value: Any) -> str:
+    """Python source for a constructor argument, bad values (nan, strings, None) included."""
+    if isinstance(value, float) and value != value:
+        return "float('nan')"
+    return repr(value)
 
 
 def _dims(dims: tuple[int, ...]) -> str:
     return ", ".join(str(d) for d in dims)
+
+
+@dataclass(frozen=True)
+class PackingCall:
+    """A call of a packing function (``pack_padded_sequence`` or ``pack_sequence``) with given lengths.
+
+    Used for ports that provide their own packing functions: bad lengths must be rejected as torch's
+    ``torch.nn.utils.rnn`` rejects them.
+    """
+
+    function: str
+    lengths: tuple[int, ...]
+    batch: int
+    enforce_sorted: bool = True
+    batch_first: bool = False
+    features: int = 2
+    seed: int = 0
+    fault: str = ""
+
+    def _body(self) -> list[str]:
+        lines = [f"g = torch.Generator().manual_seed({self.seed})", f"lengths = {list(self.lengths)}"]
+        if self.function == "pack_sequence":
+            return lines + [f"seqs = [torch.randn(max(n, 0), {self.features}, generator=g) for n in lengths]",
+                            f"packed = pack_sequence(seqs, enforce_sorted={self.enforce_sorted})"]
+        steps = max([1, *self.lengths])
+        dims = (self.batch, steps) if self.batch_first else (steps, self.batch)
+        return lines + [f"padded = torch.randn({dims[0]}, {dims[1]}, {self.features}, generator=g)",
+                        f"packed = pack_padded_sequence(padded, lengths, batch_first={self.batch_first}, "
+                        f"enforce_sorted={self.enforce_sorted})"]
+
+    def to_code(self, module: str = "torch.nn.utils.rnn") -> str:
+        """Runnable code that calls the function, imported from ``module``."""
+        header = ["import torch", f"from {module} import {self.function}", f"# fault: {self.fault}", ""]
+        return "\n".join(header + self._body()) + "\n"
+
+    def run(self, functions: Any) -> Any:
+        """Execute the call with the function taken from ``functions`` (a module or an object)."""
+        import torch
+
+        namespace = {"torch": torch, self.function: getattr(functions, self.function)}
+        exec(compile("\n".join(self._body()), "<lstm-conformance packing call>", "exec"), namespace)
+        return namespace["packed"]

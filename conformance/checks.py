@@ -7,43 +7,20 @@ candidate conforms.  These functions are what the pytest suite and the CLI call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from .candidates import Candidate, CandidateError
-from .case import Case
-from .compare import Mismatch, compare_values, tolerance
+from .case import Case, PackingCall
+from .compare import compare_values, tolerance
+from .errors import CallRecord, judge_error, judge_warnings, python_warnings, record_packing
+from .isolation import DEFAULT_TIMEOUT, run_isolated
 from .outcome import Outcome, StructureError
 from .reference import Expected, expected_for
+from .verdict import ConformanceFailure, Problem
 
-__all__ = ["ConformanceFailure", "Problem", "check_forward"]
-
-
-@dataclass
-class Problem:
-    """One way the candidate departs from torch on a case."""
-
-    kind: str  # "raised", "structure", "shape", "dtype", "values", "mutated", "repeat"
-    message: str
-    mismatch: Optional[Mismatch] = None
-
-
-class ConformanceFailure(AssertionError):
-    """The candidate does not behave like torch.nn.LSTM on a case."""
-
-    def __init__(self, candidate: Candidate, case: Case, problems: list[Problem]):
-        self.candidate, self.case, self.problems = candidate, case, problems
-        super().__init__(self._render())
-
-    def _render(self) -> str:
-        lines = [f"{self.candidate.name} does not match torch.nn.LSTM ({len(self.problems)} problem(s))",
-                 f"case: {self.case!r}"]
-        lines += [f"- {p.message}".replace("\n", "\n  ") for p in self.problems]
-        lines += ["", "The case as code (builds `model` and `args`; torch's result is `model(*args)`):", "",
-                  self.case.to_code()]
-        return "\n".join(lines)
+__all__ = ["ConformanceFailure", "Problem", "Runner", "check_forward", "check_error", "check_packing_error"]
 
 
 def _snapshot(value: Any) -> Any:
@@ -140,8 +117,13 @@ def check_forward(candidate: Candidate, case: Case, repeat: bool = False) -> Non
     expected = expected_for(case)
     args_before = _snapshot(expected.args)
     problems: list[Problem] = []
+    built_warnings: list = []
     try:
-        instance = candidate.build(case.config, expected.model.state_dict())
+        instance = candidate.build(case.config, expected.model.state_dict(), warnings_out=built_warnings)
+        if candidate.kind == "drop-in":  # constructed with nn.LSTM's arguments: it must warn as nn.LSTM does
+            problems += judge_warnings(CallRecord(warnings=python_warnings(expected.warnings)),
+                                       CallRecord(warnings=python_warnings(built_warnings)),
+                                       candidate.capabilities.errors)
         params_before = _parameters(instance)
         calls = 2 if repeat else 1
         for index in range(calls):
@@ -157,4 +139,76 @@ def check_forward(candidate: Candidate, case: Case, repeat: bool = False) -> Non
     except StructureError as exc:
         problems.append(Problem("structure", str(exc)))
     if problems:
-        raise ConformanceFailure(candidate, case, problems)
+        raise ConformanceFailure(candidate.name, case, problems)
+
+
+def _isolated_record(operation: str, *args: Any, timeout: float = DEFAULT_TIMEOUT) -> CallRecord:
+    status, value = run_isolated(operation, *args, timeout=timeout)
+    if status == "crashed":
+        return CallRecord(crashed=value)
+    if status == "error":  # the suite's own machinery failed, not the implementation under test
+        raise RuntimeError(f"lstm-conformance could not run '{operation}' in its worker process:\n{value}")
+    return value
+
+
+def check_error(candidate: Candidate, case: Case, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
+    """Run an invalid call on torch and on the candidate, each in the isolated worker process.
+
+    Raises :class:`ConformanceFailure` when the candidate breaks the error policy (see
+    :mod:`conformance.errors`); returns notes (information that is not a failure).
+    """
+    reference = _isolated_record("reference", case)
+    got = _isolated_record("candidate", candidate.path, case, timeout=timeout)
+    strictness = candidate.capabilities.errors
+    verdict = judge_error(reference, got, strictness, case.fault.name if case.fault else "")
+    problems = verdict.problems + judge_warnings(reference, got, strictness)
+    if problems:
+        raise ConformanceFailure(candidate.name, case, problems)
+    return verdict.notes
+
+
+def check_packing_error(candidate: Candidate, call: PackingCall, functions: Any) -> list[str]:
+    """A bad call of the port's own packing function (``functions``) against torch's."""
+    import torch.nn.utils.rnn as torch_rnn
+
+    reference = record_packing(call, torch_rnn, is_torch=True)
+    got = record_packing(call, functions, is_torch=False)
+    strictness = candidate.capabilities.errors
+    verdict = judge_error(reference, got, strictness, call.fault)
+    problems = verdict.problems + judge_warnings(reference, got, strictness)
+    if problems:
+        raise ConformanceFailure(candidate.name, call, problems)
+    return verdict.notes
+
+
+class Runner:
+    """Runs the checks for one candidate, each case in the worker process unless ``isolate=False``.
+
+    Isolation is what lets a run survive a candidate that crashes or hangs: that case fails and
+    the run goes on.  Invalid calls are always isolated, because torch itself crashes on some.
+    """
+
+    def __init__(self, candidate: Candidate, isolate: bool = True, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.candidate, self.isolate, self.timeout = candidate, isolate, timeout
+
+    def __repr__(self) -> str:
+        return repr(self.candidate)
+
+    def forward(self, case: Case, repeat: bool = False) -> None:
+        """:func:`check_forward`, isolated."""
+        if not self.isolate:
+            return check_forward(self.candidate, case, repeat)
+        status, value = run_isolated("forward", self.candidate.path, case, repeat, timeout=self.timeout)
+        if status == "failed":
+            raise value
+        if status == "crashed":
+            if _isolated_record("reference", case).crashed:
+                raise RuntimeError(f"torch itself crashed on a valid case: {case!r}")
+            raise ConformanceFailure(self.candidate.name, case, [Problem("crashed", f"the candidate {value} on this case")])
+        if status == "error":
+            raise RuntimeError(f"lstm-conformance could not run the case in its worker process:\n{value}")
+        return None
+
+    def error(self, case: Case) -> list[str]:
+        """:func:`check_error` (always isolated)."""
+        return check_error(self.candidate, case, self.timeout)

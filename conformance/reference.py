@@ -27,6 +27,7 @@ class Expected:
     args: tuple
     reference: Outcome
     oracle: Outcome
+    warnings: list  # raised while constructing the module (nn.LSTM warns about dropout with one layer)
 
 
 def to_float64(value: Any) -> Any:
@@ -53,7 +54,8 @@ def _call(model: Any, args: tuple, packed: bool) -> Outcome:
 
 def expected_for(case: Case) -> Expected:
     """Build the case, run torch on it, and run the float64 oracle when the case is float32."""
-    model, args = case.build()
+    caught: list = []
+    model, args = case.build(warnings_out=caught)
     packed = case.call.packed
     reference = _call(model, args, packed)
     if case.config.dtype == "float64":
@@ -61,4 +63,4 @@ def expected_for(case: Case) -> Expected:
     else:
         model64 = copy.deepcopy(model).double()
         oracle = _call(model64, to_float64(args), packed)
-    return Expected(model, args, reference, oracle)
+    return Expected(model, args, reference, oracle, caught)

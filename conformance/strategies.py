@@ -8,16 +8,18 @@ ties) are drawn occasionally everywhere, and always in the focused tests of :dat
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Iterable, Optional
 
 from hypothesis import strategies as st
 
 from .adapters import Capabilities
 from .arrays import LSTMConfig
-from .case import LAYOUTS, PACKINGS, Call, Case
+from .case import LAYOUTS, PACKINGS, Call, Case, Fault, PackingCall
 
 __all__ = ["FOCI", "cases", "focus_cases", "input_sizes", "hidden_sizes", "num_layers", "proj_sizes",
-           "dropouts", "seq_lens", "batch_sizes", "lengths_lists", "seeds"]
+           "dropouts", "seq_lens", "batch_sizes", "lengths_lists", "seeds", "bad_constructor_cases",
+           "bad_call_cases", "bad_packing_calls", "input_faults", "hx_faults"]
 
 
 def _occasionally(common: st.SearchStrategy, rare: st.SearchStrategy) -> st.SearchStrategy:
@@ -101,6 +103,7 @@ def cases(
     training: Optional[bool] = None,
     dropout: Optional[st.SearchStrategy[float]] = None,
     weight_scale: Optional[st.SearchStrategy[float]] = None,
+    same_state: bool = False,
 ) -> Case:
     """A full case using only what ``capabilities`` declares, with the ``require``d features on."""
     allowed, required = capabilities.features, frozenset(require)
@@ -112,7 +115,7 @@ def cases(
     layers = draw(st.integers(2, 4) if {"multi_layer", "dropout"} & required
                   else num_layers() if "multi_layer" in allowed else st.just(1))
     proj = draw(st.integers(1, hidden - 1) if "proj_size" in required
-                else proj_sizes(hidden) if "proj_size" in allowed else st.just(0))
+                else proj_sizes(hidden) if "proj_size" in allowed and not same_state else st.just(0))
     model_dtype = dtype or draw(st.sampled_from(sorted(capabilities.dtypes, key=["float32", "float64"].index)))
     # -- the mode: a random dropout mask needs the "dropout" capability
     is_training = training if training is not None else ("dropout" in required or draw(st.booleans()))
@@ -130,6 +133,7 @@ def cases(
         proj_size=proj, dtype=model_dtype,
     )
     # -- the input form: packed, unbatched, or dense (possibly a non-contiguous view)
+    batch_size = draw(batch_sizes() if batch is None else batch)
     form = "dense"
     if {"packed", "packed_unsorted"} & required:
         form = "packed"
@@ -141,10 +145,12 @@ def cases(
             excluded.add("unbatched")  # a focus on batch sizes needs a batch dimension
         if "noncontiguous" in required:
             excluded.add("packed")  # a view's layout only applies to dense input
+        if batch_size == 0:
+            excluded.add("packed")  # an empty batch cannot be packed
         forms = ["dense"] + [f for f in ("packed", "unbatched") if f in allowed and f not in excluded]
         form = draw(st.sampled_from(forms))
     length = draw(seq_lens() if seq_len is None else seq_len)
-    n = None if form == "unbatched" else draw(batch_sizes() if batch is None else batch)
+    n = None if form == "unbatched" else batch_size
     call_kwargs: dict[str, Any] = {}
     if form == "packed":
         enforce_sorted = not _flag(draw, "packed_unsorted", allowed, required)
@@ -158,7 +164,8 @@ def cases(
         call_kwargs["layout"] = draw(st.sampled_from(LAYOUTS))
     call = Call(
         seq_len=length, batch=n,
-        with_hx=_flag(draw, "initial_state", allowed, required),
+        with_hx=same_state or _flag(draw, "initial_state", allowed, required),
+        same_state=same_state,
         requires_grad=_flag(draw, "requires_grad", allowed, required),
         training=is_training, seed=draw(seeds()), **call_kwargs,
     )
@@ -185,6 +192,8 @@ FOCI: dict[str, dict[str, Any]] = {
     "large_batch": {"batch": st.integers(17, 24)},
     "large_batch_packed_unsorted": {"batch": st.integers(17, 24), "require": {"packed_unsorted"}},
     "sizes_of_one": {"input_size": st.just(1), "hidden_size": st.just(1), "batch": st.just(1)},
+    "empty_batch": {"batch": st.just(0)},
+    "same_tensor_as_h0_and_c0": {"same_state": True, "require": {"initial_state"}},
 }
 
 
@@ -202,3 +211,137 @@ def focus_requirements(focus: str) -> tuple[set[str], Optional[str]]:
 def focus_cases(capabilities: Capabilities, focus: str) -> st.SearchStrategy[Case]:
     """Cases for one entry of :data:`FOCI`, restricted to what the port declares."""
     return cases(capabilities, **FOCI[focus])
+
+
+# ----------------------------------------------------------------------- invalid calls
+#: Bad constructor arguments, each as (argument, value).  torch's answer to each comes from the
+#: live torch; the list only says what to try.
+BAD_CONSTRUCTOR_ARGUMENTS: tuple[tuple[str, Any], ...] = (
+    ("dropout", "abc"), ("dropout", None), ("dropout", 1.5), ("dropout", -0.1), ("dropout", True),
+    ("dropout", "0.5"), ("dropout", float("nan")),
+    ("bias", 1), ("batch_first", 0),
+    ("input_size", 4.0), ("input_size", None), ("input_size", 0), ("input_size", -3),
+    ("hidden_size", 8.0), ("hidden_size", "8"), ("hidden_size", 0),
+    ("num_layers", 0), ("num_layers", -1), ("num_layers", 2.0), ("num_layers", None),
+    ("proj_size", -1), ("proj_size", None), ("proj_size", "hidden_size"), ("proj_size", "hidden_size + 1"),
+    ("proj_size", 2.0), ("proj_size", True),
+    ("dtype", "int64"),
+)
+
+
+@st.composite
+def bad_constructor_cases(draw: Any, capabilities: Capabilities = Capabilities()) -> Case:
+    """A case whose constructor arguments torch rejects (type or range)."""
+    base = draw(cases(capabilities, training=False, hidden_size=st.integers(2, 8)))
+    name, value = draw(st.sampled_from(BAD_CONSTRUCTOR_ARGUMENTS))
+    if value == "hidden_size":
+        value = base.config.hidden_size
+    elif value == "hidden_size + 1":
+        value = base.config.hidden_size + 1
+    config = replace(base.config, **{name: value})
+    return Case(config, Call(seq_len=1), fault=Fault(f"{name}={value!r}", stage="construct"))
+
+
+def _other_dtype(dtype: str) -> str:
+    return "torch.float64" if dtype == "float32" else "torch.float32"
+
+
+def input_faults(case: Case) -> list[Fault]:
+    """Ways to break a dense call's input that torch checks."""
+    cfg, call = case.config, case.call
+    time_axis = 1 if cfg.batch_first and not call.unbatched else 0
+    empty = "x[:, :0]" if time_axis == 1 else "x[:0]"
+    faults = [
+        Fault("input is 0-D", lines=("x = x.flatten()[0]",)),
+        Fault("input is 1-D", lines=("x = x.flatten()",)),
+        Fault("input is 4-D", lines=("x = x.unsqueeze(0)",)),
+        Fault("input has one feature too many", lines=("x = torch.cat([x, x[..., :1]], dim=-1)",)),
+        Fault(f"input dtype differs from the weights ({cfg.dtype})", lines=(f"x = x.to({_other_dtype(cfg.dtype)})",)),
+        Fault("sequence length 0", lines=(f"x = {empty}",)),
+    ]
+    if cfg.input_size > 1:
+        faults.append(Fault("input has one feature too few", lines=("x = x[..., 1:]",)))
+    return faults
+
+
+def hx_faults(case: Case) -> list[Fault]:
+    """Ways to break (h0, c0) that torch checks (or should): structure, rank, shape, dtype."""
+    cfg, call = case.config, case.call
+    other = _other_dtype(cfg.dtype)
+    faults = [
+        Fault("hx is a single tensor, not a tuple", args="(x, h0)"),
+        Fault("hx is a tuple of three tensors", args="(x, (h0, c0, c0))"),
+        Fault("hx is a tuple of one tensor", args="(x, (h0,))"),
+        Fault("h0 has one dimension too few", lines=("h0 = h0[0]",)),
+        Fault("c0 has one dimension too many", lines=("c0 = c0.unsqueeze(0)",)),
+        Fault("h0 has one layer too many", lines=("h0 = torch.cat([h0, h0[:1]])",)),
+        Fault("c0 has one layer too many", lines=("c0 = torch.cat([c0, c0[:1]])",)),
+        Fault("h0 has one feature too many", lines=("h0 = torch.cat([h0, h0[..., :1]], dim=-1)",)),
+        Fault("c0 has one feature too many", lines=("c0 = torch.cat([c0, c0[..., :1]], dim=-1)",)),
+        Fault(f"h0 dtype differs from the weights ({cfg.dtype})", lines=(f"h0 = h0.to({other})",)),
+        Fault(f"c0 dtype differs from the weights ({cfg.dtype})", lines=(f"c0 = c0.to({other})",)),
+    ]
+    if cfg.num_layers * cfg.num_directions > 1:
+        faults.append(Fault("h0 has one layer too few", lines=("h0 = h0[1:]",)))
+        faults.append(Fault("c0 has one layer too few", lines=("c0 = c0[1:]",)))
+    if not call.unbatched:
+        faults.append(Fault("h0 has one batch element too many", lines=("h0 = torch.cat([h0, h0[:, :1]], dim=1)",)))
+        faults.append(Fault("c0 has one batch element too many", lines=("c0 = torch.cat([c0, c0[:, :1]], dim=1)",)))
+        if (call.batch or 0) > 1:
+            faults.append(Fault("h0 has one batch element too few", lines=("h0 = h0[:, 1:]",)))
+    if cfg.proj_size > 0:
+        faults.append(Fault("h0 has hidden_size features, not proj_size",
+                            lines=("h0 = torch.randn(*c0.shape, dtype=h0.dtype)",)))
+        faults.append(Fault("c0 has proj_size features, not hidden_size",
+                            lines=("c0 = torch.randn(*h0.shape, dtype=c0.dtype)",)))
+    if cfg.batch_first and not call.unbatched and call.batch != cfg.num_layers * cfg.num_directions:
+        faults.append(Fault("hx given in batch_first layout (batch, layers, features)",
+                            lines=("h0 = h0.transpose(0, 1)", "c0 = c0.transpose(0, 1)")))
+    return faults
+
+
+@st.composite
+def bad_call_cases(draw: Any, capabilities: Capabilities = Capabilities(), packed: bool = False) -> Case:
+    """A valid model with a call torch rejects (or should): bad input, bad hx, length 0.
+
+    With ``packed=True`` the input is a PackedSequence and the fault is in hx, where torch has
+    no Python-level checks at all.
+    """
+    require = {"initial_state", "packed"} if packed else set()
+    base = draw(cases(capabilities, require=require, training=False, seq_len=st.integers(1, 5)))
+    if not packed and base.call.packed:
+        base = replace(base, call=replace(base.call, packing=None, lengths=None, enforce_sorted=True))
+    faults = [] if packed else input_faults(base)
+    if base.call.with_hx or packed:
+        faults += hx_faults(base)
+    elif "initial_state" in capabilities.features:
+        with_hx = replace(base, call=replace(base.call, with_hx=True, same_state=False))
+        if draw(st.booleans()):
+            base, faults = with_hx, hx_faults(with_hx)
+    fault = draw(st.sampled_from(faults))
+    return replace(base, call=replace(base.call, same_state=False), fault=fault)
+
+
+@st.composite
+def bad_packing_calls(draw: Any) -> PackingCall:
+    """Lengths that torch's packing functions reject: unsorted, zero or negative, the wrong count."""
+    function = draw(st.sampled_from(["pack_padded_sequence", "pack_sequence"]))
+    batch = draw(st.integers(2, 5))
+    lengths = sorted(draw(st.lists(st.integers(1, 6), min_size=batch, max_size=batch)), reverse=True)
+    kinds = ["zero length", "negative length"] if function == "pack_padded_sequence" else ["zero length"]
+    if len(set(lengths)) > 1:
+        kinds.append("unsorted lengths with enforce_sorted=True")
+    if function == "pack_padded_sequence":
+        kinds.append("one length more than the batch")
+    kind = draw(st.sampled_from(kinds))
+    enforce_sorted = draw(st.booleans())
+    if kind == "zero length":
+        lengths[draw(st.integers(0, batch - 1))] = 0
+    elif kind == "negative length":
+        lengths[-1] = -1
+    elif kind.startswith("unsorted"):
+        lengths, enforce_sorted = lengths[::-1], True
+    else:
+        lengths.append(lengths[-1])
+    return PackingCall(function, tuple(lengths), batch, enforce_sorted, draw(st.booleans()), seed=draw(seeds()),
+                       fault=kind)

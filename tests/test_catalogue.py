@@ -10,11 +10,14 @@ from __future__ import annotations
 import pytest
 
 from tests.ports.broken import CATALOGUE, CORRECT
+from tests.ports.broken_errors import ERROR_CATALOGUE
 
 BROKEN = {name: f"tests.ports.broken:{cls.__name__}" for name, cls in CATALOGUE.items()}
+BROKEN.update({name: f"tests.ports.broken_errors:{cls.__name__}" for name, cls in ERROR_CATALOGUE.items()})
 BROKEN.update({
     "adapter-swapped-states": "tests.ports.adapters:SwappedStatesAdapter",
     "adapter-list-result": "tests.ports.adapters:ListResultAdapter",
+    "unchecked-packing": "tests.ports.packing:UncheckedPacking",
 })
 GOOD = {name: f"{cls.__module__}:{cls.__name__}" for name, cls in CORRECT.items()}
 GOOD.update({
@@ -22,12 +25,13 @@ GOOD.update({
     "torch": "torch",
     "numpy-float64-inside": "tests.ports.adapters:Float64InsideNumpyLSTM",
     "numpy-limited": "tests.ports.adapters:LimitedNumpyLSTM",
+    "with-torch-packing": "tests.ports.packing:WithTorchPacking",
 })
 
 
 def test_catalogue_is_large_and_documented() -> None:
-    assert len(CATALOGUE) >= 15
-    for cls in CATALOGUE.values():
+    assert len(CATALOGUE) >= 15 and len(ERROR_CATALOGUE) >= 4
+    for cls in [*CATALOGUE.values(), *ERROR_CATALOGUE.values()]:
         assert cls.__doc__ and cls.__doc__.strip(), f"{cls.__name__} needs a one-line description of its bug"
 
 

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.candidates import Candidate
-from conformance.checks import check_forward
+from conformance.checks import Runner
 from conformance.strategies import FOCI, STRESS, cases, focus_cases, focus_requirements
 
 
@@ -26,22 +26,22 @@ def _cases_for(candidate: Candidate, focus: str) -> st.SearchStrategy:
 
 @pytest.mark.parametrize("focus", list(FOCI))
 @given(data=st.data())
-def test_matches_torch(lstm_candidate: Candidate, focus: str, data: st.DataObject) -> None:
+def test_matches_torch(lstm_candidate: Candidate, lstm_runner: Runner, focus: str, data: st.DataObject) -> None:
     """Output, h_n and c_n match torch's (shape, dtype, values within the tolerance policy)."""
     case = data.draw(_cases_for(lstm_candidate, focus), label="case")
-    check_forward(lstm_candidate, case)
+    lstm_runner.forward(case)
 
 
 @given(data=st.data())
-def test_second_call_gives_the_same_result(lstm_candidate: Candidate, data: st.DataObject) -> None:
+def test_second_call_gives_the_same_result(lstm_candidate: Candidate, lstm_runner: Runner, data: st.DataObject) -> None:
     """Calling the same instance again, hx=None included, gives torch's result again."""
     case = data.draw(cases(lstm_candidate.capabilities), label="case")
-    check_forward(lstm_candidate, case, repeat=True)
+    lstm_runner.forward(case, repeat=True)
 
 
 @pytest.mark.stress
 @given(data=st.data())
-def test_stress_matches_torch(lstm_candidate: Candidate, data: st.DataObject) -> None:
+def test_stress_matches_torch(lstm_candidate: Candidate, lstm_runner: Runner, data: st.DataObject) -> None:
     """Large weights and long sequences, judged against torch's own (larger) error."""
     case = data.draw(cases(lstm_candidate.capabilities, **STRESS), label="case")
-    check_forward(lstm_candidate, case)
+    lstm_runner.forward(case)

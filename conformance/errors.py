@@ -1,0 +1,222 @@
+"""Error and warning conformance: what torch does with a bad call, and how a port must answer.
+
+Where torch raised decides the class, read from the live traceback, so the policy follows
+torch's versions instead of a hand-kept list of messages:
+
+* **contract**: raised by a ``raise`` statement in torch's own Python code (its validation).
+  The candidate must raise the same type with the same message (``exact``), the same type
+  (``type``), or any exception (``raises``), as its capabilities declare.
+* **incidental**: raised deep in a kernel, or by an incidental Python operation (``hx[1]`` on a
+  one-element tuple).  The candidate must raise too; a different type or message is information.
+* **reference-undefined**: torch accepts a call its documentation rules out, or crashes.  A
+  candidate that raises a clear error passes, and so does one that returns a result (as torch
+  did) or crashes where torch crashes; the case is listed in the summary.  A candidate that
+  crashes or hangs anywhere else fails.
+
+Warnings torch emits from Python (not the ``Triggered internally at`` ones from C++) must match
+in category and message for ``exact`` ports, in category for ``type`` ports.
+"""
+
+from __future__ import annotations
+
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .candidates import Candidate
+from .case import Case, PackingCall
+from .outcome import StructureError
+from .verdict import Problem
+
+__all__ = ["CallRecord", "Raised", "judge_error", "judge_warnings", "python_warnings", "record_candidate",
+           "record_packing", "record_reference"]
+
+CONTRACT, INCIDENTAL, UNDEFINED = "contract", "incidental", "reference-undefined"
+
+
+def _torch_dir() -> str:
+    import torch
+
+    return str(Path(torch.__file__).parent)
+
+
+@dataclass(frozen=True)
+class Raised:
+    """An exception, reduced to what is compared: type, its bases, message, and where it came from."""
+
+    type_name: str
+    bases: tuple[str, ...]
+    message: str
+    origin: str  # CONTRACT, INCIDENTAL, or "candidate"
+    stage: str  # "construct" or "forward"
+
+    def describe(self) -> str:
+        return f"{self.type_name}: {self.message}"
+
+
+def _type_name(cls: type) -> str:
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _raised(exc: BaseException, stage: str, origin: str) -> Raised:
+    bases = tuple(_type_name(c) for c in type(exc).__mro__ if c not in (object, BaseException))
+    return Raised(_type_name(type(exc)), bases, str(exc), origin, stage)
+
+
+def torch_origin(exc: BaseException) -> str:
+    """CONTRACT when the innermost frame is a ``raise`` statement in torch's Python code."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return INCIDENTAL
+    last = frames[-1]
+    in_torch = last.filename.startswith(_torch_dir())
+    return CONTRACT if in_torch and (last.line or "").lstrip().startswith("raise") else INCIDENTAL
+
+
+def python_warnings(caught: list) -> tuple[tuple[str, str], ...]:
+    """(category, message) of the warnings raised from Python code, not relayed from C++."""
+    return tuple((w.category.__name__, str(w.message)) for w in caught
+                 if "Triggered internally at" not in str(w.message))
+
+
+@dataclass
+class CallRecord:
+    """What one implementation did with a call: raised, returned, or crashed; and its warnings."""
+
+    raised: Optional[Raised] = None
+    returned: str = ""
+    warnings: tuple[tuple[str, str], ...] = ()
+    crashed: str = ""
+
+    def describe(self) -> str:
+        if self.crashed:
+            return self.crashed
+        return f"raised {self.raised.describe()}" if self.raised else f"returned {self.returned}"
+
+
+def record_reference(case: Case) -> CallRecord:
+    """Run torch on a (possibly invalid) case, recording what it raised or returned."""
+    caught: list = []
+    stage = "construct"
+    try:
+        with warnings.catch_warnings(record=True) as during:
+            warnings.simplefilter("always")
+            model, args = case.build(warnings_out=caught)
+            if case.fault is not None and case.fault.stage == "construct":
+                return CallRecord(returned="a module", warnings=python_warnings(caught))
+            stage = "forward"
+            model(*args)
+        caught += during
+        return CallRecord(returned="a result", warnings=python_warnings(caught))
+    except Exception as exc:
+        return CallRecord(raised=_raised(exc, stage, torch_origin(exc)), warnings=python_warnings(caught))
+
+
+def record_candidate(candidate: Candidate, case: Case) -> CallRecord:
+    """Run the candidate on the case, recording what it raised or returned."""
+    caught: list = []
+    stage = "construct"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if case.fault is not None and case.fault.stage == "construct":
+                candidate.construct(case.config)
+                return CallRecord(returned="a module", warnings=python_warnings(caught))
+            with warnings.catch_warnings():
+                model, args = case.build()
+            instance = candidate.construct(case.config, model.state_dict())
+            stage = "forward"
+            result = candidate.call(instance, args, case.call.training)
+        except Exception as exc:
+            return CallRecord(raised=_raised(exc, stage, "candidate"), warnings=python_warnings(caught))
+    try:
+        candidate.outcome(result, case.call.packed)
+        returned = "a result"
+    except StructureError as exc:
+        returned = f"a malformed result ({exc})"
+    return CallRecord(returned=returned, warnings=python_warnings(caught))
+
+
+def record_packing(call: PackingCall, functions: Any, is_torch: bool) -> CallRecord:
+    """Run a packing call with ``functions`` (torch.nn.utils.rnn, or a port's own)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            call.run(functions)
+        except Exception as exc:
+            origin = torch_origin(exc) if is_torch else "candidate"
+            return CallRecord(raised=_raised(exc, "forward", origin), warnings=python_warnings(caught))
+    return CallRecord(returned="a packed sequence", warnings=python_warnings(caught))
+
+
+@dataclass
+class ErrorVerdict:
+    """Problems (failures) and notes (information) for one invalid call."""
+
+    error_class: str
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def judge_error(reference: CallRecord, got: CallRecord, strictness: str, what: str = "") -> ErrorVerdict:
+    """Apply the error policy (module docstring) to torch's record and the candidate's.
+
+    ``what`` names the call (a fault's name) in the notes.
+    """
+    where = f"[{what}] " if what else ""
+    ref = reference.raised
+    error_class = UNDEFINED if reference.crashed or ref is None else ref.origin
+    verdict = ErrorVerdict(error_class)
+    if got.crashed and reference.crashed:
+        verdict.notes.append(f"reference-undefined: {where}torch {reference.crashed}; so was the candidate")
+        return verdict
+    if got.crashed:
+        verdict.problems.append(Problem("crashed", f"the candidate {got.crashed}; torch {reference.describe()}"))
+        return verdict
+    if error_class == UNDEFINED:
+        verdict.notes.append(f"reference-undefined: {where}torch {reference.describe()}; the candidate {got.describe()}")
+        return verdict
+    mine = got.raised
+    if mine is None:
+        missing = "a missing check" if error_class == CONTRACT else "torch rejects this call"
+        verdict.problems.append(Problem("error", f"torch raises {ref.describe()} ({error_class} error), but the "
+                                                 f"candidate returned {got.returned}: {missing}"))
+        return verdict
+    if mine.stage != ref.stage:
+        verdict.problems.append(Problem("error", f"torch raises while {_doing(ref.stage)}: {ref.describe()}; "
+                                                 f"the candidate raised while {_doing(mine.stage)}: {mine.describe()}"))
+        return verdict
+    same_type = ref.type_name in mine.bases
+    if error_class == CONTRACT and strictness in ("exact", "type") and not same_type:
+        verdict.problems.append(Problem("error", f"wrong exception type: torch raises {ref.describe()}; "
+                                                 f"the candidate raised {mine.describe()}"))
+    elif error_class == CONTRACT and strictness == "exact" and mine.message != ref.message:
+        verdict.problems.append(Problem("error", f"wrong message: torch raises {ref.type_name} with\n"
+                                                 f"  {ref.message!r}\nthe candidate raised {mine.type_name} with\n"
+                                                 f"  {mine.message!r}"))
+    elif (not same_type or mine.message != ref.message) and error_class == INCIDENTAL:
+        verdict.notes.append(f"incidental error differs: {where}torch {ref.describe()}; the candidate {mine.describe()}")
+    return verdict
+
+
+def _doing(stage: str) -> str:
+    return "being constructed" if stage == "construct" else "being called"
+
+
+def judge_warnings(reference: CallRecord, got: CallRecord, strictness: str) -> list[Problem]:
+    """Warnings torch emits from Python must appear from the candidate too (by strictness)."""
+    if strictness == "raises" or got.crashed:
+        return []
+    problems = []
+    for category, message in reference.warnings:
+        if strictness == "exact":
+            found = (category, message) in got.warnings
+        else:
+            found = any(c == category for c, _ in got.warnings)
+        if not found:
+            emitted = "; ".join(f"{c}: {m}" for c, m in got.warnings) or "none"
+            problems.append(Problem("warning", f"torch warns {category}: {message}\n"
+                                               f"the candidate did not (its warnings: {emitted})"))
+    return problems

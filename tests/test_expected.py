@@ -1,0 +1,46 @@
+"""Expected-failures files: known divergences become xfail (or skips); stale entries are warned about."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PORT = "--lstm-impl=tests.ports.broken:Float32Inside"  # fails wherever a float64 model is drawn
+ONLY_FLOAT64 = ("-k", "test_matches_torch and float64", "--hypothesis-profile=dev")
+
+
+def _file(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "expected.txt"
+    path.write_text(text)
+    return f"--lstm-expected-failures={path}"
+
+
+def test_without_the_file_the_divergence_fails(suite_runner) -> None:
+    assert suite_runner(PORT, *ONLY_FLOAT64).returncode == 1
+
+
+def test_listed_failures_are_xfailed_with_their_reason(suite_runner, tmp_path: Path) -> None:
+    listed = _file(tmp_path, "# known\ntest_conformance.py::test_matches_torch[float64]  # computes in float32\n")
+    result = suite_runner(PORT, listed, "-rx", *ONLY_FLOAT64)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "XFAIL" in result.stdout and "expected failure: computes in float32" in result.stdout
+    assert "1 expected failure(s) from" in result.stdout
+
+
+def test_expected_failures_can_be_skipped_for_speed(suite_runner, tmp_path: Path) -> None:
+    listed = _file(tmp_path, "test_conformance.py::test_matches_torch[float64]  # computes in float32\n")
+    result = suite_runner(PORT, listed, "--lstm-skip-expected-failures", "-rs", *ONLY_FLOAT64)
+    assert result.returncode == 0 and "1 skipped" in result.stdout
+
+
+def test_an_entry_matching_nothing_is_warned_about(suite_runner, tmp_path: Path) -> None:
+    listed = _file(tmp_path, "test_conformance.py::test_matches_torch[float64]  # known\n"
+                             "test_conformance.py::test_no_such_test  # stale\n")
+    result = suite_runner(PORT, listed, *ONLY_FLOAT64)
+    assert "expected failure 'test_conformance.py::test_no_such_test'" in result.stdout
+    assert "matches no collected test" in result.stdout
+
+
+def test_an_entry_without_a_reason_is_a_usage_error(suite_runner, tmp_path: Path) -> None:
+    result = suite_runner(PORT, _file(tmp_path, "test_conformance.py::test_matches_torch\n"))
+    assert result.returncode == 4
+    assert "every entry needs a reason after '#'" in result.stderr

@@ -1,0 +1,60 @@
+"""A port that crashes, hangs or returns the wrong structure fails that case; the run goes on."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conformance.arrays import LSTMConfig
+from conformance.case import Call, Case
+from conformance.isolation import Worker
+
+MISBEHAVING = "tests.ports.misbehaving"
+
+
+def _summary(stdout: str) -> str:
+    return stdout.strip().splitlines()[-1]
+
+
+def test_a_crashing_port_fails_its_cases_and_the_run_goes_on(suite_runner) -> None:
+    result = suite_runner(f"--lstm-impl={MISBEHAVING}:SegfaultsOnBatches", "--hypothesis-profile=dev",
+                          "-k", "test_matches_torch and (packed or large_batch or unbatched)")
+    assert result.returncode == 1
+    assert "the candidate was killed by signal 11 (SIGSEGV) on this case" in result.stdout
+    summary = _summary(result.stdout)
+    assert re.search(r"\d+ failed", summary) and re.search(r"\d+ passed", summary), summary  # packed, unbatched pass
+
+
+def test_a_hanging_port_fails_at_the_time_limit(suite_runner) -> None:
+    result = suite_runner(f"--lstm-impl={MISBEHAVING}:HangsOnInputSizeSeven", "--lstm-timeout=1", "-x",
+                          "--hypothesis-profile=dev", "-k", "test_matches_torch and any",
+                          "--hypothesis-seed=1")
+    assert result.returncode == 1, result.stdout[-2000:]
+    assert "the candidate did not finish within 1 s (a per-case time limit) on this case" in result.stdout
+
+
+@pytest.mark.parametrize("port, message", [
+    ("ReturnsList", "returned a list of length 2; expected a tuple (output, (h_n, c_n))"),
+    ("ReturnsNumpy", "returned h_n as numpy.ndarray; expected a torch.Tensor"),
+    ("MissingCellState", "returned (output, torch.Tensor); expected the states as a tuple (h_n, c_n)"),
+    ("FlatResult", "returned a tuple of length 3; expected a tuple (output, (h_n, c_n))"),
+])
+def test_a_wrong_structure_is_named(suite_runner, port: str, message: str) -> None:
+    result = suite_runner(f"--lstm-impl={MISBEHAVING}:{port}", "--hypothesis-profile=dev", "-x",
+                          "-k", "test_matches_torch and any")
+    assert result.returncode == 1
+    assert message in result.stdout, result.stdout[-3000:]
+    assert "The case as code" in result.stdout
+
+
+def test_the_worker_survives_a_crash_and_reports_it() -> None:
+    worker = Worker()
+    try:
+        assert worker.call("ping") == ("ok", "pong")
+        case = Case(LSTMConfig(3, 4), Call(2, 2))
+        status, value = worker.call("forward", f"{MISBEHAVING}:SegfaultsOnBatches", case, False)
+        assert (status, value) == ("crashed", "was killed by signal 11 (SIGSEGV)")
+        assert worker.call("forward", "torch", case, False) == ("ok", None)
+    finally:
+        worker.stop()
