@@ -6,8 +6,8 @@ may crash or hang on anything.  Invalid calls therefore run in a long-lived work
 as ``("crashed", "was killed by signal 11 (SIGSEGV)")``, one that runs too long as
 ``("crashed", "did not finish within 30 s")``, and the run goes on.
 
-The worker is a plain ``python -m conformance.isolation`` subprocess speaking pickled frames on
-its stdin and on a duplicate of its stdout; anything the port prints goes to stderr.
+The worker (:mod:`conformance.worker`) is a plain subprocess speaking pickled frames on its stdin
+and on a duplicate of its stdout; anything the port prints goes to stderr.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ import subprocess
 import sys
 from typing import Any, Optional
 
-__all__ = ["Worker", "run_isolated", "DEFAULT_TIMEOUT"]
+__all__ = ["Worker", "run_isolated", "run_in_fork", "read_frame", "write_frame", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = 30.0
 _HEADER = struct.Struct("<Q")
 
 
-def _write_frame(stream: Any, payload: Any) -> None:
+def write_frame(stream: Any, payload: Any) -> None:
     data = pickle.dumps(payload)
     stream.write(_HEADER.pack(len(data)) + data)
     stream.flush()
@@ -45,7 +45,7 @@ def _read_exactly(fd: int, size: int) -> Optional[bytes]:
     return b"".join(chunks)
 
 
-def _read_frame(fd: int) -> Any:
+def read_frame(fd: int) -> Any:
     header = _read_exactly(fd, _HEADER.size)
     if header is None:
         raise EOFError
@@ -65,7 +65,7 @@ class Worker:
     @staticmethod
     def _launch() -> subprocess.Popen:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        return subprocess.Popen([sys.executable, "-m", "conformance.isolation"], stdin=subprocess.PIPE,
+        return subprocess.Popen([sys.executable, "-m", "conformance.worker"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, env=env)
 
     def _start(self) -> subprocess.Popen:
@@ -96,7 +96,7 @@ class Worker:
         ``("crashed", what happened)``."""
         process = self.process if self.process is not None and self.process.poll() is None else self._start()
         try:
-            _write_frame(process.stdin, (operation, args))
+            write_frame(process.stdin, (operation, args))
         except BrokenPipeError:
             return self._crashed()
         ready, _, _ = select.select([process.stdout], [], [], timeout)
@@ -104,7 +104,7 @@ class Worker:
             self._replace()
             return "crashed", f"did not finish within {timeout:g} s (a per-case time limit)"
         try:
-            return _read_frame(process.stdout.fileno())
+            return read_frame(process.stdout.fileno())
         except EOFError:
             return self._crashed()
 
@@ -127,51 +127,34 @@ def run_isolated(operation: str, *args: Any, timeout: float = DEFAULT_TIMEOUT) -
     return _WORKER.call(operation, *args, timeout=timeout)
 
 
-# ------------------------------------------------------------------ the worker side
-def _operations() -> dict:
-    from . import checks, errors
-    from .registry import resolve
+def run_in_fork(function: Any, *args: Any, timeout: float = DEFAULT_TIMEOUT) -> tuple[str, Any]:
+    """Run ``function`` in a forked child: ``("ok", value)``, ``("error", text)`` or ``("crashed", what)``.
 
-    candidates: dict[str, Any] = {}
-
-    def candidate(spec: str) -> Any:
-        if spec not in candidates:
-            candidates[spec] = resolve(spec)
-        return candidates[spec]
-
-    return {
-        "reference": errors.record_reference,
-        "candidate": lambda spec, case: errors.record_candidate(candidate(spec), case),
-        "forward": lambda spec, case, repeat: checks.check_forward(candidate(spec), case, repeat),
-        "ping": lambda: "pong",
-    }
-
-
-def _serve() -> None:
-    import traceback
-
-    protocol_out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # whatever the port prints goes to stderr, never into the protocol
-    sys.stdout = sys.stderr
-    import torch
-
-    from .verdict import ConformanceFailure
-
-    torch.set_num_threads(1)
-    operations = _operations()
-    while True:
+    Only for single-threaded torch code (the worker sets one thread): fork is unsafe with threads.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: compute, send, and leave without running any cleanup
+        os.close(read_end)
         try:
-            operation, args = _read_frame(sys.stdin.buffer.fileno())
-        except EOFError:
-            return
-        try:
-            reply: tuple[str, Any] = ("ok", operations[operation](*args))
-        except ConformanceFailure as failure:
-            reply = ("failed", failure)
-        except BaseException:  # report, and stay alive for the next call
-            reply = ("error", traceback.format_exc())
-        _write_frame(protocol_out, reply)
-
-
-if __name__ == "__main__":
-    _serve()
+            payload = pickle.dumps(("ok", function(*args)))
+        except BaseException as exc:
+            payload = pickle.dumps(("error", repr(exc)))
+        with os.fdopen(write_end, "wb") as stream:
+            stream.write(payload)
+        os._exit(0)
+    os.close(write_end)
+    ready, _, _ = select.select([read_end], [], [], timeout)
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+    with os.fdopen(read_end, "rb") as stream:
+        data = stream.read() if ready else b""
+    _, status = os.waitpid(pid, 0)
+    if data:
+        return pickle.loads(data)
+    if not ready:
+        return "crashed", f"did not finish within {timeout:g} s"
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        return "crashed", f"was killed by signal {number} ({signal.Signals(number).name})"
+    return "crashed", f"exited with status {os.WEXITSTATUS(status)}"

@@ -59,10 +59,11 @@ def pytest_configure(config: Any) -> None:
         settings.load_profile(profile)
     config.stash[_PROFILE] = profile
     config.pluginmanager.register(_Notes(), "lstm-conformance-notes")
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        import torch
+    import torch
 
-        torch.set_num_threads(1)  # one intra-op thread per worker: n workers must not fight over n cores
+    # One intra-op thread: the calls are small, two threads on two cores are slower and erratic
+    # (OpenMP oversubscription), and xdist workers must not fight over the cores.
+    torch.set_num_threads(1)
     spec = config.getoption("lstm_impl")
     try:
         candidate = config.stash[_CANDIDATE] = resolve(spec, origin="--lstm-impl" if spec else None)

@@ -8,9 +8,10 @@ ties) are drawn occasionally everywhere, and always in the focused tests of :dat
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any, Iterable, Optional
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterable, Optional
 
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from .adapters import Capabilities
@@ -19,7 +20,7 @@ from .case import LAYOUTS, PACKINGS, Call, Case, Fault, PackingCall
 
 __all__ = ["FOCI", "cases", "focus_cases", "input_sizes", "hidden_sizes", "num_layers", "proj_sizes",
            "dropouts", "seq_lens", "batch_sizes", "lengths_lists", "seeds", "bad_constructor_cases",
-           "bad_call_cases", "bad_packing_calls", "input_faults", "hx_faults"]
+           "bad_call_cases", "bad_packing_calls", "CALL_FAULTS", "PACKED_CALL_FAULTS", "call_fault_requirements"]
 
 
 def _occasionally(common: st.SearchStrategy, rare: st.SearchStrategy) -> st.SearchStrategy:
@@ -246,80 +247,90 @@ def _other_dtype(dtype: str) -> str:
     return "torch.float64" if dtype == "float32" else "torch.float32"
 
 
-def input_faults(case: Case) -> list[Fault]:
-    """Ways to break a dense call's input that torch checks."""
-    cfg, call = case.config, case.call
-    time_axis = 1 if cfg.batch_first and not call.unbatched else 0
-    empty = "x[:, :0]" if time_axis == 1 else "x[:0]"
-    faults = [
-        Fault("input is 0-D", lines=("x = x.flatten()[0]",)),
-        Fault("input is 1-D", lines=("x = x.flatten()",)),
-        Fault("input is 4-D", lines=("x = x.unsqueeze(0)",)),
-        Fault("input has one feature too many", lines=("x = torch.cat([x, x[..., :1]], dim=-1)",)),
-        Fault(f"input dtype differs from the weights ({cfg.dtype})", lines=(f"x = x.to({_other_dtype(cfg.dtype)})",)),
-        Fault("sequence length 0", lines=(f"x = {empty}",)),
-    ]
-    if cfg.input_size > 1:
-        faults.append(Fault("input has one feature too few", lines=("x = x[..., 1:]",)))
-    return faults
+def _empty_sequence(case: Case) -> str:
+    batch_first = case.config.batch_first and not case.call.unbatched
+    return "x = x[:, :0]" if batch_first else "x = x[:0]"
 
 
-def hx_faults(case: Case) -> list[Fault]:
-    """Ways to break (h0, c0) that torch checks (or should): structure, rank, shape, dtype."""
-    cfg, call = case.config, case.call
-    other = _other_dtype(cfg.dtype)
-    faults = [
-        Fault("hx is a single tensor, not a tuple", args="(x, h0)"),
-        Fault("hx is a tuple of three tensors", args="(x, (h0, c0, c0))"),
-        Fault("hx is a tuple of one tensor", args="(x, (h0,))"),
-        Fault("h0 has one dimension too few", lines=("h0 = h0[0]",)),
-        Fault("c0 has one dimension too many", lines=("c0 = c0.unsqueeze(0)",)),
-        Fault("h0 has one layer too many", lines=("h0 = torch.cat([h0, h0[:1]])",)),
-        Fault("c0 has one layer too many", lines=("c0 = torch.cat([c0, c0[:1]])",)),
-        Fault("h0 has one feature too many", lines=("h0 = torch.cat([h0, h0[..., :1]], dim=-1)",)),
-        Fault("c0 has one feature too many", lines=("c0 = torch.cat([c0, c0[..., :1]], dim=-1)",)),
-        Fault(f"h0 dtype differs from the weights ({cfg.dtype})", lines=(f"h0 = h0.to({other})",)),
-        Fault(f"c0 dtype differs from the weights ({cfg.dtype})", lines=(f"c0 = c0.to({other})",)),
-    ]
-    if cfg.num_layers * cfg.num_directions > 1:
-        faults.append(Fault("h0 has one layer too few", lines=("h0 = h0[1:]",)))
-        faults.append(Fault("c0 has one layer too few", lines=("c0 = c0[1:]",)))
-    if not call.unbatched:
-        faults.append(Fault("h0 has one batch element too many", lines=("h0 = torch.cat([h0, h0[:, :1]], dim=1)",)))
-        faults.append(Fault("c0 has one batch element too many", lines=("c0 = torch.cat([c0, c0[:, :1]], dim=1)",)))
-        if (call.batch or 0) > 1:
-            faults.append(Fault("h0 has one batch element too few", lines=("h0 = h0[:, 1:]",)))
-    if cfg.proj_size > 0:
-        faults.append(Fault("h0 has hidden_size features, not proj_size",
-                            lines=("h0 = torch.randn(*c0.shape, dtype=h0.dtype)",)))
-        faults.append(Fault("c0 has proj_size features, not hidden_size",
-                            lines=("c0 = torch.randn(*h0.shape, dtype=c0.dtype)",)))
-    if cfg.batch_first and not call.unbatched and call.batch != cfg.num_layers * cfg.num_directions:
-        faults.append(Fault("hx given in batch_first layout (batch, layers, features)",
-                            lines=("h0 = h0.transpose(0, 1)", "c0 = c0.transpose(0, 1)")))
-    return faults
+@dataclass(frozen=True)
+class CallFault:
+    """One kind of bad call: what it needs from the case, and the code that makes it."""
+
+    target: str  # "input" or "hx"
+    make: Callable[[Case], tuple[tuple[str, ...], Optional[str]]]  # case -> (lines, args)
+    require: frozenset = frozenset()
+    batched: bool = False  # needs a batch dimension of at least 2
+
+
+def _lines(*lines: str) -> Callable[[Case], tuple[tuple[str, ...], Optional[str]]]:
+    return lambda case: (lines, None)
+
+
+#: Every kind of bad call torch checks (or should), by name.  What torch does with each comes
+#: from the live torch; this table only says what to try.
+CALL_FAULTS: dict[str, CallFault] = {
+    "input is 0-D": CallFault("input", _lines("x = x.flatten()[0]")),
+    "input is 1-D": CallFault("input", _lines("x = x.flatten()")),
+    "input is 4-D": CallFault("input", _lines("x = x.reshape((1,) * (4 - x.dim()) + tuple(x.shape))")),
+    "input has one feature too many": CallFault("input", _lines("x = torch.cat([x, x[..., :1]], dim=-1)")),
+    "input has one feature too few": CallFault("input", _lines("x = x[..., 1:]")),
+    "input dtype differs from the weights": CallFault(
+        "input", lambda c: ((f"x = x.to({_other_dtype(c.config.dtype)})",), None)),
+    "sequence length 0": CallFault("input", lambda c: ((_empty_sequence(c),), None)),
+    "hx is a single tensor, not a tuple": CallFault("hx", lambda c: ((), "(x, h0)")),
+    "hx is a tuple of three tensors": CallFault("hx", lambda c: ((), "(x, (h0, c0, c0))")),
+    "hx is a tuple of one tensor": CallFault("hx", lambda c: ((), "(x, (h0,))")),
+    "h0 has one dimension too few": CallFault("hx", _lines("h0 = h0[0]")),
+    "c0 has one dimension too many": CallFault("hx", _lines("c0 = c0.unsqueeze(0)")),
+    "h0 has one layer too many": CallFault("hx", _lines("h0 = torch.cat([h0, h0[:1]])")),
+    "c0 has one layer too many": CallFault("hx", _lines("c0 = torch.cat([c0, c0[:1]])")),
+    "h0 has one layer too few": CallFault("hx", _lines("h0 = h0[1:]"), frozenset({"multi_layer"})),
+    "c0 has one layer too few": CallFault("hx", _lines("c0 = c0[1:]"), frozenset({"multi_layer"})),
+    "h0 has one batch element too many": CallFault("hx", _lines("h0 = torch.cat([h0, h0[:, :1]], dim=1)"),
+                                                   batched=True),
+    "c0 has one batch element too many": CallFault("hx", _lines("c0 = torch.cat([c0, c0[:, :1]], dim=1)"),
+                                                   batched=True),
+    "h0 has one batch element too few": CallFault("hx", _lines("h0 = h0[:, 1:]"), batched=True),
+    "h0 has one feature too many": CallFault("hx", _lines("h0 = torch.cat([h0, h0[..., :1]], dim=-1)")),
+    "c0 has one feature too many": CallFault("hx", _lines("c0 = torch.cat([c0, c0[..., :1]], dim=-1)")),
+    "h0 has hidden_size features, not proj_size": CallFault(
+        "hx", _lines("h0 = torch.randn(*c0.shape, dtype=h0.dtype)"), frozenset({"proj_size"})),
+    "c0 has proj_size features, not hidden_size": CallFault(
+        "hx", _lines("c0 = torch.randn(*h0.shape, dtype=c0.dtype)"), frozenset({"proj_size"})),
+    "hx in batch_first layout": CallFault(
+        "hx", _lines("h0 = h0.transpose(0, 1)", "c0 = c0.transpose(0, 1)"), frozenset({"batch_first"}), batched=True),
+    "h0 dtype differs from the weights": CallFault(
+        "hx", lambda c: ((f"h0 = h0.to({_other_dtype(c.config.dtype)})",), None)),
+    "c0 dtype differs from the weights": CallFault(
+        "hx", lambda c: ((f"c0 = c0.to({_other_dtype(c.config.dtype)})",), None)),
+}
+#: The faults that apply to packed input: torch checks nothing there in Python.
+PACKED_CALL_FAULTS = [name for name, fault in CALL_FAULTS.items() if fault.target == "hx"]
+
+
+def call_fault_requirements(name: str, packed: bool = False) -> set[str]:
+    """The features a port needs for this fault to be tried on it."""
+    fault = CALL_FAULTS[name]
+    return set(fault.require) | ({"initial_state"} if fault.target == "hx" else set()) | ({"packed"} if packed else set())
 
 
 @st.composite
-def bad_call_cases(draw: Any, capabilities: Capabilities = Capabilities(), packed: bool = False) -> Case:
-    """A valid model with a call torch rejects (or should): bad input, bad hx, length 0.
-
-    With ``packed=True`` the input is a PackedSequence and the fault is in hx, where torch has
-    no Python-level checks at all.
-    """
-    require = {"initial_state", "packed"} if packed else set()
-    base = draw(cases(capabilities, require=require, training=False, seq_len=st.integers(1, 5)))
+def bad_call_cases(draw: Any, fault: str, capabilities: Capabilities = Capabilities(), packed: bool = False) -> Case:
+    """A valid model with the named bad call (see :data:`CALL_FAULTS`), dense or packed."""
+    spec = CALL_FAULTS[fault]
+    base = draw(cases(capabilities, require=call_fault_requirements(fault, packed), training=False,
+                      seq_len=st.integers(1, 5), batch=st.integers(2, 4) if spec.batched else None))
     if not packed and base.call.packed:
         base = replace(base, call=replace(base.call, packing=None, lengths=None, enforce_sorted=True))
-    faults = [] if packed else input_faults(base)
-    if base.call.with_hx or packed:
-        faults += hx_faults(base)
-    elif "initial_state" in capabilities.features:
-        with_hx = replace(base, call=replace(base.call, with_hx=True, same_state=False))
-        if draw(st.booleans()):
-            base, faults = with_hx, hx_faults(with_hx)
-    fault = draw(st.sampled_from(faults))
-    return replace(base, call=replace(base.call, same_state=False), fault=fault)
+    if spec.target == "input" and base.call.layout == "sliced" and fault.startswith("input has one feature"):
+        base = replace(base, call=replace(base.call, layout="contiguous"))
+    if fault == "input has one feature too few":
+        base = replace(base, config=replace(base.config, input_size=max(base.config.input_size, 2)))
+    if fault == "hx in batch_first layout":  # swapped dims must differ from the right ones
+        layers = base.config.num_layers * base.config.num_directions
+        assume(base.call.batch != layers)
+    lines, args = spec.make(base)
+    return replace(base, call=replace(base.call, same_state=False), fault=Fault(fault, lines=lines, args=args))
 
 
 @st.composite

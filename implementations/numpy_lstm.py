@@ -7,6 +7,9 @@ work in plain NumPy, step by step, and says in comments what torch does without 
 ``enforce_sorted=False``, where the projection and dropout apply, and what unbatched input means.
 
 It is a conformance-suite adapter (:class:`NumpyLSTM`) and doubles as a readable specification.
+Every call torch rejects is rejected here too, in one place (:meth:`NumpyLSTM._check_call`),
+including the packed calls torch itself mishandles (a bad hx there gives torch an incidental C++
+error, is silently accepted, or crashes it).
 Arithmetic follows ATen's native (non-oneDNN) path: the input projection of all steps is computed
 first, ``x @ W_ih.T + b_ih``, then each step adds ``h @ W_hh.T + b_hh``.  Set
 :attr:`NumpyLSTM.compute_dtype` in a subclass to compute in higher precision.
@@ -143,6 +146,32 @@ def _dropout(x: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
     return x * (keep.astype(x.dtype) / x.dtype.type(1.0 - p))
 
 
+def _describe(value: object) -> str:
+    shape = getattr(value, "shape", None)
+    return f"a single {type(value).__name__} of shape {tuple(shape)}" if shape is not None else type(value).__name__
+
+
+def _as_array(value: object, what: str) -> np.ndarray:
+    """``value`` as an ndarray; anything that is not array-like (None, a list of floats) is an error."""
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "__array__"):
+        return np.asarray(value)
+    raise TypeError(f"{what} must be an array, got {type(value).__name__}")
+
+
+def _check_batch_sizes(batch_sizes: np.ndarray, rows: int) -> None:
+    """A PackedSequence's batch_sizes: 1-D int64, positive, non-increasing, summing to the data rows."""
+    if batch_sizes.ndim != 1 or batch_sizes.size == 0 or batch_sizes.dtype != np.int64:
+        raise ValueError(
+            f"batch_sizes must be a non-empty 1-D int64 array, got shape {batch_sizes.shape} {batch_sizes.dtype}"
+        )
+    if batch_sizes[-1] <= 0 or np.any(np.diff(batch_sizes) > 0):
+        raise ValueError(f"batch_sizes must be positive and non-increasing, got {batch_sizes.tolist()}")
+    if int(batch_sizes.sum()) != rows:
+        raise ValueError(f"batch_sizes sum to {int(batch_sizes.sum())}, but the packed data has {rows} rows")
+
+
 class NumpyLSTM(Adapter):
     """``torch.nn.LSTM``'s forward in NumPy: all features, float32 and float64."""
 
@@ -180,14 +209,87 @@ class NumpyLSTM(Adapter):
     # ------------------------------------------------------------------ forward
 
     def forward(self, input: ArrayInput, hx: Optional[ArrayState], *, training: bool) -> ArrayResult:
+        input, hx = self._check_call(input, hx)
         if isinstance(input, PackedArrays):
             return self._forward_packed(input, hx, training)
         return self._forward_dense(input, hx, training)
 
+    # ------------------------------------------------------------------ validation
+
+    def _check_call(self, input: ArrayInput, hx: object) -> tuple[ArrayInput, Optional[ArrayState]]:
+        """Reject every call torch rejects; return ``(input, hx)`` as arrays.
+
+        torch validates dense calls in Python (``LSTM.forward`` / ``check_forward_args``) and
+        leaves packed calls to C++, where a bad hx gives an incidental error, is silently
+        accepted, or crashes (``torch-lstm-2.13.md`` 1b, 1c).  This port checks both kinds the
+        same way: rank, dtype and features of the input, then hx as a pair of arrays of exactly
+        ``(L*D, N, Hout)`` and ``(L*D, N, H)`` in the weights' dtype, then a non-empty sequence.
+        """
+        cfg = self.config
+        if isinstance(input, PackedArrays):
+            data = _as_array(input.data, "packed data")
+            batch_sizes = _as_array(input.batch_sizes, "batch_sizes")
+            if data.ndim != 2:
+                raise ValueError(f"packed data must be 2-D (rows, input_size), got shape {data.shape}")
+            _check_batch_sizes(batch_sizes, rows=data.shape[0])
+            input = input._replace(data=data, batch_sizes=batch_sizes)
+            batch, steps, kind = int(batch_sizes[0]), len(batch_sizes), "packed"
+        else:
+            data = _as_array(input, "input")
+            if data.ndim not in (2, 3):
+                raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {data.ndim}D instead")
+            input, unbatched = data, data.ndim == 2
+            time_axis = 1 if cfg.batch_first and not unbatched else 0
+            batch = None if unbatched else data.shape[1 - time_axis]
+            steps, kind = data.shape[time_axis], "unbatched 2-D" if unbatched else "batched 3-D"
+        if data.dtype != self.dtype:
+            raise ValueError(
+                f"RNN input dtype ({data.dtype}) does not match weight dtype ({self.dtype}). "
+                f"Convert input: input.astype({self.dtype}), or use a {data.dtype} model"
+            )
+        if data.shape[-1] != cfg.input_size:
+            raise RuntimeError(
+                f"input.shape[-1] must be equal to input_size. Expected {cfg.input_size}, got {data.shape[-1]}"
+            )
+        if hx is not None:
+            hx = self._check_hx(hx, batch, kind)
+        if steps == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+        return input, hx
+
+    def _check_hx(self, hx: object, batch: Optional[int], kind: str) -> ArrayState:
+        """``hx`` must be ``(h0, c0)``: two arrays of the expected shape and the weights' dtype.
+
+        ``batch`` is None for unbatched input, whose states have no batch dimension; ``kind``
+        names the input form in messages.  Shapes are checked in the caller's batch order, before
+        any permutation, so a packed hx with extra batch rows or mismatched layer counts is
+        rejected rather than sliced or crashed on.
+        """
+        cfg = self.config
+        if not isinstance(hx, (tuple, list)):
+            raise TypeError(f"hx must be a tuple (h0, c0) of two arrays, got {_describe(hx)}")
+        if len(hx) != 2:
+            raise ValueError(f"hx must be a tuple (h0, c0) of exactly two arrays, got {len(hx)} items")
+        h0, c0 = _as_array(hx[0], "hx[0] (h0)"), _as_array(hx[1], "hx[1] (c0)")
+        rank = 2 if batch is None else 3
+        if h0.ndim != rank or c0.ndim != rank:
+            raise RuntimeError(
+                f"For {kind} input, hx and cx should also be {rank}-D but got ({h0.ndim}-D, {c0.ndim}-D) arrays"
+            )
+        states = cfg.num_layers * cfg.num_directions
+        lead = (states,) if batch is None else (states, batch)
+        for index, (state, features) in enumerate(((h0, cfg.output_size), (c0, cfg.hidden_size))):
+            expected = lead + (features,)
+            if state.shape != expected:
+                raise RuntimeError(f"Expected hidden[{index}] size {expected}, got {list(state.shape)}")
+            if state.dtype != self.dtype:
+                raise RuntimeError(
+                    f"hidden[{index}] dtype ({state.dtype}) does not match weight dtype ({self.dtype})"
+                )
+        return h0, c0
+
     def _forward_dense(self, input: np.ndarray, hx: Optional[ArrayState], training: bool) -> ArrayResult:
         x = np.asarray(input, dtype=self._compute)
-        if x.ndim not in (2, 3):
-            raise ValueError(f"NumpyLSTM: expected 2-D (unbatched) or 3-D input, got {x.ndim}-D")
         unbatched = x.ndim == 2
         if unbatched:
             # Unbatched (L, H_in) is a batch of one, squeezed afterwards; batch_first is ignored.

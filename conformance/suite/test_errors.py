@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from conformance.candidates import Candidate
 from conformance.checks import Runner, check_packing_error
-from conformance.strategies import bad_call_cases, bad_constructor_cases, bad_packing_calls
+from conformance.strategies import (CALL_FAULTS, PACKED_CALL_FAULTS, bad_call_cases, bad_constructor_cases,
+                                    bad_packing_calls, call_fault_requirements)
 
 
 def _note(request: pytest.FixtureRequest, notes: list[str]) -> None:
@@ -31,23 +32,34 @@ def test_constructor_errors_match_torch(lstm_candidate: Candidate, lstm_runner: 
     _note(request, lstm_runner.error(case))
 
 
+def _ids(names: list[str]) -> list[str]:
+    return [name.replace(" ", "_").replace(",", "").replace("-", "") for name in names]
+
+
+@pytest.mark.parametrize("fault", list(CALL_FAULTS), ids=_ids(list(CALL_FAULTS)))
 @given(data=st.data())
 def test_call_errors_match_torch(lstm_candidate: Candidate, lstm_runner: Runner, request: pytest.FixtureRequest,
-                                 data: st.DataObject) -> None:
+                                 fault: str, data: st.DataObject) -> None:
     """Bad input, bad hx and sequence length 0 raise where torch raises."""
-    case = data.draw(bad_call_cases(lstm_candidate.capabilities), label="case")
+    _skip_unless_supported(lstm_candidate, call_fault_requirements(fault))
+    case = data.draw(bad_call_cases(fault, lstm_candidate.capabilities), label="case")
     _note(request, lstm_runner.error(case))
 
 
+@pytest.mark.parametrize("fault", PACKED_CALL_FAULTS, ids=_ids(PACKED_CALL_FAULTS))
 @given(data=st.data())
-def test_packed_call_errors_match_torch(lstm_candidate: Candidate, lstm_runner: Runner, request: pytest.FixtureRequest,
-                                        data: st.DataObject) -> None:
+def test_packed_call_errors_match_torch(lstm_candidate: Candidate, lstm_runner: Runner,
+                                        request: pytest.FixtureRequest, fault: str, data: st.DataObject) -> None:
     """Packed input with a bad hx: torch has no Python-level checks here, and sometimes crashes."""
-    missing = lstm_candidate.capabilities.missing({"packed", "initial_state"})
-    if missing:
-        pytest.skip(f"{lstm_candidate.name} declares no support for {', '.join(missing)}")
-    case = data.draw(bad_call_cases(lstm_candidate.capabilities, packed=True), label="case")
+    _skip_unless_supported(lstm_candidate, call_fault_requirements(fault, packed=True))
+    case = data.draw(bad_call_cases(fault, lstm_candidate.capabilities, packed=True), label="case")
     _note(request, lstm_runner.error(case))
+
+
+def _skip_unless_supported(candidate: Candidate, features: set[str]) -> None:
+    missing = candidate.capabilities.missing(features)
+    if missing:
+        pytest.skip(f"{candidate.name} declares no support for {', '.join(missing)}")
 
 
 PACKING_ATTRIBUTE = "lstm_conformance_packing"

@@ -137,11 +137,7 @@ class ScratchLSTM(nn.Module):
                 "dropout should be a number in range [0, 1] representing the probability of an element being zeroed"
             )
         if dropout > 0 and self.num_layers == 1:
-            warnings.warn(
-                "dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects "
-                f"num_layers greater than 1, but got dropout={dropout} and num_layers={self.num_layers}",
-                stacklevel=3,
-            )
+            self._warn_dropout(dropout)
         if not isinstance(self.bias, bool):
             raise TypeError(f"bias should be of type bool, got: {type(self.bias).__name__}")
         if not isinstance(self.batch_first, bool):
@@ -160,6 +156,14 @@ class ScratchLSTM(nn.Module):
             raise ValueError("proj_size should be a positive integer or zero to disable projections")
         if self.proj_size >= self.hidden_size:
             raise ValueError("proj_size has to be smaller than hidden_size")
+
+    def _warn_dropout(self, dropout) -> None:
+        """torch's UserWarning for dropout with a single layer (dropout would never apply)."""
+        warnings.warn(
+            "dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects "
+            f"num_layers greater than 1, but got dropout={dropout} and num_layers={self.num_layers}",
+            stacklevel=4,  # _warn_dropout <- _validate_arguments <- __init__ <- the caller
+        )
 
     @staticmethod
     def _param_name(stem: str, layer: int, direction: int) -> str:
@@ -246,9 +250,8 @@ class ScratchLSTM(nn.Module):
                     )
                 hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
         self._check_forward_args(input, hx, batch)
-        seq_len = input.size(1) if self.batch_first else input.size(0)
-        if seq_len == 0:
-            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+        self._check_kernel_args(hx)
+        self._check_sequence_length(input.size(1) if self.batch_first else input.size(0))
 
         x = input.transpose(0, 1) if self.batch_first else input
         h0, c0 = self._initial_states(hx) if hx_given else hx
@@ -262,10 +265,7 @@ class ScratchLSTM(nn.Module):
 
     def _forward_packed(self, input: PackedSequence, hx):
         data, batch_sizes, sorted_indices, unsorted_indices = input
-        if data.dtype != self._param_dtype:
-            raise RuntimeError(
-                f"mat1 and mat2 must have the same dtype, but got {data.dtype} and {self._param_dtype}"
-            )
+        self._check_packed_args(data, batch_sizes, hx)
         batch = int(batch_sizes[0])
         if hx is None:
             h0, c0 = self._zero_states(batch, data)
@@ -294,22 +294,90 @@ class ScratchLSTM(nn.Module):
         c = torch.zeros(n, batch, self.hidden_size, dtype=like.dtype, device=like.device)
         return h, c
 
+    # Validation.  The dense checks are torch's own Python checks, in its order and wording (same
+    # exception type and message).  What torch leaves to C++ (_VF.lstm) is checked after them, with
+    # clear messages of our own: hx structure and dtype, argument types, sequence length 0.  Packed
+    # input gets no Python checks in torch 2.13 (bad hx there gives incidental C++ errors, is
+    # silently accepted, or segfaults; torch-lstm-2.13.md 1c), so it gets the same checks here.
+
     def _check_forward_args(self, input: Tensor, hx, batch: int) -> None:
         """``LSTM.check_forward_args`` for the dense path (messages as torch words them)."""
+        self._check_input(input)
+        self._check_hidden_size(hx, batch)
+
+    def _check_input(self, input: Tensor) -> None:
+        """``RNNBase.check_input``: dtype, then the feature size."""
         if input.dtype != self._param_dtype and not _autocast_enabled():
             w = self._param_dtype
             raise ValueError(
                 f"RNN input dtype ({input.dtype}) does not match weight dtype ({w}). "
                 f"Convert input: input.to({w}), or convert model: model.to({input.dtype})"
             )
-        if self.input_size != input.size(-1):
+        self._check_input_size(input.size(-1))
+
+    def _check_input_size(self, features: int) -> None:
+        if self.input_size != features:
             raise RuntimeError(
-                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {input.size(-1)}"
+                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {features}"
             )
+
+    def _check_hidden_size(self, hx, batch: int) -> None:
+        """h0 must be ``(L*D, N, Hout)`` and c0 ``(L*D, N, H)``; each is checked on its own."""
         n = self.num_layers * self._num_directions
         for k, expected in ((0, (n, batch, self._real_hidden_size)), (1, (n, batch, self.hidden_size))):
             if hx[k].size() != expected:
                 raise RuntimeError(f"Expected hidden[{k}] size {expected}, got {list(hx[k].size())}")
+
+    def _check_hx_structure(self, hx) -> None:
+        """hx must be a tuple (or list) of exactly two tensors, as ``_VF.lstm`` requires."""
+        if not isinstance(hx, (tuple, list)):
+            raise TypeError(f"LSTM: hx must be a tuple (h0, c0) of two tensors, got {type(hx).__name__}")
+        if len(hx) != 2:
+            raise RuntimeError("lstm expects two hidden states")
+        for k, state in enumerate(hx):
+            if not isinstance(state, Tensor):
+                raise TypeError(f"LSTM: hx[{k}] must be a Tensor, got {type(state).__name__}")
+
+    def _check_kernel_args(self, hx) -> None:
+        """What ``_VF.lstm`` rejects after torch's Python checks: argument types, hx structure and dtype."""
+        if isinstance(self.num_layers, bool) or not isinstance(self.num_layers, numbers.Integral):
+            raise TypeError(f"LSTM: num_layers must be an int, got {_type_name(self.num_layers)}")
+        if not isinstance(self.bidirectional, bool):
+            raise TypeError(f"LSTM: bidirectional must be a bool, got {_type_name(self.bidirectional)}")
+        if hx is None:
+            return
+        self._check_hx_structure(hx)
+        for k, state in enumerate(hx):
+            if state.dtype != self._param_dtype:
+                raise RuntimeError(
+                    f"LSTM: hx[{k}] dtype ({state.dtype}) does not match weight dtype ({self._param_dtype})"
+                )
+
+    def _check_sequence_length(self, seq_len: int) -> None:
+        if seq_len == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+
+    def _check_packed_args(self, data: Tensor, batch_sizes: Tensor, hx) -> None:
+        """Packed input: the data like a dense input, then hx in the caller's order (before permuting)."""
+        if data.dim() != 2:
+            raise RuntimeError(f"LSTM: packed data must be 2-D (rows, input_size), got {data.dim()}-D")
+        sizes = batch_sizes.tolist() if batch_sizes.dim() == 1 else None
+        if batch_sizes.dtype != torch.int64 or not sizes:
+            raise RuntimeError(f"LSTM: batch_sizes must be a non-empty 1-D int64 tensor, got {batch_sizes!r}")
+        if sizes[-1] <= 0 or any(a < b for a, b in zip(sizes, sizes[1:])) or sum(sizes) != data.size(0):
+            raise RuntimeError(
+                f"LSTM: batch_sizes {sizes} must be positive, non-increasing and sum to the {data.size(0)} data rows"
+            )
+        self._check_input(data)
+        if hx is not None:
+            self._check_hx_structure(hx)
+            if hx[0].dim() != 3 or hx[1].dim() != 3:
+                raise RuntimeError(
+                    "For packed input, hx and cx should be 3-D but got "
+                    f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
+                )
+            self._check_hidden_size(hx, sizes[0])
+        self._check_kernel_args(hx)
 
     def _initial_states(self, hx) -> Tuple[Tensor, Tensor]:
         """Unpack the caller's hx (already batched, and for packed input already permuted) as (h0, c0)."""
@@ -472,6 +540,12 @@ class Float64InsideLSTM(ScratchLSTM):
     """A correct port that computes in float64 and casts the results back to the module dtype."""
 
     compute_dtype = torch.float64
+
+
+def _type_name(value) -> str:
+    """``int``, ``str``, ``numpy.bool``: a type name that tells numpy's scalars from Python's."""
+    cls = type(value)
+    return cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__name__}"
 
 
 def _autocast_enabled() -> bool:
