@@ -96,6 +96,9 @@ class Case:
             inner.append(f"fault={self.fault.name!r}")
         return f"Case({', '.join(inner)})"
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # hypothesis prints cases with this
+        printer.text(repr(self))
+
     def replace(self, **changes: Any) -> "Case":
         """A copy with config or call fields changed (each name is looked up in both)."""
         config_names = {f.name for f in fields(LSTMConfig)}
