@@ -1,0 +1,161 @@
+"""Flax NNX's ``OptimizedLSTMCell`` run by ``nnx.RNN`` / ``nnx.Bidirectional``, on JAX.
+
+The port is Flax's LSTM cell and its RNN scan (``flax==0.12.8`` on ``jax==0.10.2`` /
+``jaxlib==0.10.2``, CPU).  Each layer is an ``nnx.RNN`` over an ``nnx.OptimizedLSTMCell``, or an
+``nnx.Bidirectional`` of a forward and a ``reverse=True, keep_order=True`` RNN; the layers are
+stacked here and the whole forward is one ``nnx.jit`` (compiled once per model structure and
+input shape).
+
+Weight mapping, per layer and direction (Flax's gate order i, f, g, o is torch's):
+
+* ``dense_i.kernel = weight_ih.T`` (the input Dense has no bias);
+* ``dense_h.kernel = weight_hh.T`` and ``dense_h.bias = bias_ih + bias_hh``; with ``bias=False`` the
+  cell still has that bias, set to zeros (the same arithmetic as no bias);
+* the carry is ``(c, h)``: ``initial_carry`` is ``(c0[k], h0[k])`` for row ``k = layer * D + direction``,
+  ``((c, h)_fw, (c, h)_bw)`` for Bidirectional, and the final carries are stacked back into
+  torch's ``(num_layers * D, N, H)`` ``h_n`` / ``c_n``;
+* packed input goes in as a padded time-major batch with ``seq_lengths`` (Flax's own mechanism:
+  it flips only the valid steps for the reverse direction and returns each sequence's last valid
+  carry); ``batch_first`` and unbatched input are layout changes done here.
+
+float64: this module turns on ``jax_enable_x64`` when imported (process-wide), without which JAX
+silently computes float64 models in float32; cells then get ``param_dtype=float64``.
+
+What it lacks: ``proj_size`` (no projection in Flax's LSTM cells) and inter-layer dropout (the
+cells and ``nnx.RNN`` have no dropout).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping, Optional
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from conformance.adapters import Adapter, ArrayInput, ArrayResult, Capabilities  # noqa: E402
+from conformance.arrays import LSTMConfig, PackedArrays, packed_to_padded, padded_to_packed  # noqa: E402
+
+__all__ = ["FlaxLSTM"]
+
+
+def _split_hx(hx: object, rank: int, states: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """torch's ``(h0, c0)`` as two arrays; only what cutting them into per-layer carries needs is checked.
+
+    The adapter hands row ``layer * D + direction`` to each Flax RNN, so it has to know the states
+    are a pair of arrays of the right rank with ``num_layers * D`` rows; batch, feature and dtype
+    mismatches are left to Flax.
+    """
+    if hx is None:
+        return None
+    if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+        raise TypeError(f"hx must be a tuple (h0, c0) of two arrays, got {type(hx).__name__}"
+                        + (f" of {len(hx)} items" if isinstance(hx, (tuple, list)) else ""))
+    h0, c0 = (np.asarray(s) for s in hx)
+    for name, state in (("h0", h0), ("c0", c0)):
+        if state.ndim != rank:
+            raise RuntimeError(f"{name} must be {rank}-D, got {state.ndim}-D")
+        if state.shape[0] != states:
+            raise RuntimeError(f"{name} must have num_layers * num_directions = {states} rows, got {state.shape[0]}")
+    return h0, c0
+
+
+def _constant(array: np.ndarray) -> Any:
+    """A Flax initializer that returns ``array`` (checked against the shape Flax asks for)."""
+
+    def init(key: Any, shape: tuple[int, ...], dtype: Any = None) -> jax.Array:
+        if tuple(shape) != array.shape:
+            raise ValueError(f"weight of shape {array.shape} given where Flax expects {tuple(shape)}")
+        return jnp.asarray(array, dtype=dtype)
+
+    return init
+
+
+@nnx.jit
+def _run(layers: nnx.List, x: jax.Array, initial: Optional[list], seq_lengths: Optional[jax.Array]) -> Any:
+    """All layers, time-major; returns ``(output, [final carry of each layer])``."""
+    finals = []
+    for layer, module in enumerate(layers):
+        carry, x = module(x, initial_carry=None if initial is None else initial[layer],
+                          seq_lengths=seq_lengths, return_carry=True)
+        finals.append(carry)
+    return x, finals
+
+
+class FlaxLSTM(Adapter):
+    """torch.nn.LSTM checked against Flax NNX's OptimizedLSTMCell + RNN (+ Bidirectional)."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(errors="raises").without("proj_size", "dropout")
+
+    def __init__(self, config: LSTMConfig, weights: Mapping[str, np.ndarray]) -> None:
+        super().__init__(config, weights)
+        self._dtype = np.dtype(config.dtype)
+        layers = []
+        features = config.input_size
+        for layer in range(config.num_layers):
+            rnns = [nnx.RNN(self._cell(layer, suffix, features), time_major=True, return_carry=True,
+                            reverse=bool(suffix), keep_order=bool(suffix))
+                    for suffix in ("", "_reverse")[: config.num_directions]]
+            layers.append(rnns[0] if len(rnns) == 1 else
+                          nnx.Bidirectional(rnns[0], rnns[1], time_major=True, return_carry=True))
+            features = config.hidden_size * config.num_directions
+        self._layers = nnx.List(layers)
+
+    def _cell(self, layer: int, suffix: str, features: int) -> nnx.OptimizedLSTMCell:
+        cfg = self.config
+
+        def get(kind: str) -> np.ndarray:
+            return np.asarray(self.weights[f"{kind}_l{layer}{suffix}"], dtype=self._dtype)
+
+        bias = get("bias_ih") + get("bias_hh") if cfg.bias else np.zeros(4 * cfg.hidden_size, self._dtype)
+        # The torch weights are the cell's initializers: nothing random is drawn (or compiled).
+        return nnx.OptimizedLSTMCell(features, cfg.hidden_size, param_dtype=self._dtype, rngs=nnx.Rngs(0),
+                                     kernel_init=_constant(get("weight_ih").T),
+                                     recurrent_kernel_init=_constant(get("weight_hh").T),
+                                     bias_init=_constant(bias))
+
+    def forward(self, input: ArrayInput, hx: Optional[object], *, training: bool) -> ArrayResult:
+        cfg = self.config
+        D, states = cfg.num_directions, cfg.num_layers * cfg.num_directions
+        lengths = None
+        if isinstance(input, PackedArrays):
+            x, lengths = packed_to_padded(input)  # time-major, caller's batch order
+            unbatched = False
+        else:
+            x = np.asarray(input)
+            if x.ndim not in (2, 3):
+                raise ValueError(f"LSTM: expected 2-D (unbatched) or 3-D input, got {x.ndim}-D")
+            unbatched = x.ndim == 2
+            if unbatched:
+                x = x[:, None, :]
+            elif cfg.batch_first:
+                x = x.swapaxes(0, 1)
+        state = _split_hx(hx, 2 if unbatched else 3, states)
+        if state is not None and unbatched:
+            state = (state[0][:, None, :], state[1][:, None, :])
+
+        initial = None
+        if state is not None:
+            def carry(index: int) -> tuple[jax.Array, jax.Array]:
+                return jnp.asarray(state[1][index]), jnp.asarray(state[0][index])  # Flax's carry is (c, h)
+
+            initial = [carry(layer * D) if D == 1 else (carry(layer * D), carry(layer * D + 1))
+                       for layer in range(cfg.num_layers)]
+        output, finals = _run(self._layers, jnp.asarray(x), initial,
+                              None if lengths is None else jnp.asarray(lengths))
+
+        per_direction = [c for final in finals for c in ((final,) if D == 1 else final)]
+        h_n = np.stack([np.asarray(h) for _, h in per_direction])
+        c_n = np.stack([np.asarray(c) for c, _ in per_direction])
+        output = np.asarray(output)
+        if isinstance(input, PackedArrays):
+            return padded_to_packed(output, input), (h_n, c_n)
+        if unbatched:
+            return output[:, 0], (h_n[:, 0], c_n[:, 0])
+        if cfg.batch_first:
+            output = output.swapaxes(0, 1)
+        return output, (h_n, c_n)

@@ -1,0 +1,156 @@
+"""Keras 3's ``keras.layers.LSTM`` on the torch backend, stacked and wrapped as torch stacks it.
+
+The port is Keras's own LSTM layer and RNN loop (``keras==3.15.1``, ``KERAS_BACKEND=torch``,
+``use_cudnn=False`` so Keras never hands the work to torch's own LSTM kernel; no TensorFlow).
+This module sets ``KERAS_BACKEND=torch`` before importing Keras, and points ``KERAS_HOME`` (where
+Keras writes ``keras.json``) at a temporary folder unless it is already set.
+
+Weight mapping, per layer and direction (Keras's gate order i, f, c, o is torch's i, f, g, o):
+
+* ``kernel = weight_ih.T``, ``recurrent_kernel = weight_hh.T``, ``bias = bias_ih + bias_hh``
+  (``use_bias=False`` when ``bias=False``);
+* ``num_layers`` is a stack of LSTM layers, each returning sequences and states;
+* ``bidirectional`` is ``keras.layers.Bidirectional`` with a ``go_backwards=True`` backward layer;
+* ``h0`` / ``c0`` row ``layer * D + direction`` is that layer's ``initial_state`` (``[h, c]``, or
+  ``[h_fw, c_fw, h_bw, c_bw]`` for Bidirectional), and the returned states are stacked back;
+* packed input goes in as a padded batch with a boolean ``mask`` (Keras's own mechanism for
+  variable lengths); ``batch_first``, time-major and unbatched input are transposes done here.
+
+What it lacks: ``proj_size`` (no projection in Keras's LSTM) and inter-layer dropout (Keras's
+``dropout=`` argument is a per-layer input dropout with one mask for all steps, not torch's
+dropout between layers).  float64 is declared because Keras builds float64 layers; its known defect
+is that the torch backend runs float64 matmuls in float32 (keras-team/keras#23704).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from typing import ClassVar, Mapping, Optional
+
+import numpy as np
+
+if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != "torch":  # pragma: no cover
+    raise ImportError("keras was already imported with a backend other than torch; "
+                      "implementations.keras_lstm needs KERAS_BACKEND=torch set before keras is imported")
+os.environ["KERAS_BACKEND"] = "torch"
+os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="keras-home-"))
+
+import keras  # noqa: E402
+
+from conformance.adapters import Adapter, ArrayInput, ArrayResult, Capabilities  # noqa: E402
+from conformance.arrays import LSTMConfig, PackedArrays, packed_to_padded, padded_to_packed  # noqa: E402
+
+__all__ = ["KerasLSTM"]
+
+
+def _split_hx(hx: object, rank: int, states: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """torch's ``(h0, c0)`` as two arrays; only what cutting them into per-layer states needs is checked.
+
+    The adapter hands row ``layer * D + direction`` to each Keras layer, so it has to know the
+    states are a pair of arrays of the right rank with ``num_layers * D`` rows; batch, feature and
+    dtype mismatches are left to Keras.
+    """
+    if hx is None:
+        return None
+    if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+        raise TypeError(f"hx must be a tuple (h0, c0) of two arrays, got {type(hx).__name__}"
+                        + (f" of {len(hx)} items" if isinstance(hx, (tuple, list)) else ""))
+    h0, c0 = (np.asarray(s) for s in hx)
+    for name, state in (("h0", h0), ("c0", c0)):
+        if state.ndim != rank:
+            raise RuntimeError(f"{name} must be {rank}-D, got {state.ndim}-D")
+        if state.shape[0] != states:
+            raise RuntimeError(f"{name} must have num_layers * num_directions = {states} rows, got {state.shape[0]}")
+    return h0, c0
+
+
+class KerasLSTM(Adapter):
+    """torch.nn.LSTM checked against Keras 3's LSTM layer (torch backend, no cuDNN)."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(errors="raises").without("proj_size", "dropout")
+
+    def __init__(self, config: LSTMConfig, weights: Mapping[str, np.ndarray]) -> None:
+        super().__init__(config, weights)
+        self._layers = []
+        features = config.input_size
+        for layer in range(config.num_layers):
+            self._layers.append(self._build_layer(layer, features))
+            features = config.hidden_size * config.num_directions
+
+    def _lstm(self, go_backwards: bool = False) -> keras.layers.LSTM:
+        cfg = self.config
+        return keras.layers.LSTM(cfg.hidden_size, use_bias=cfg.bias, return_sequences=True, return_state=True,
+                                 go_backwards=go_backwards, use_cudnn=False, dtype=cfg.dtype)
+
+    def _keras_weights(self, layer: int, suffix: str) -> list[np.ndarray]:
+        def get(kind: str) -> np.ndarray:
+            return np.asarray(self.weights[f"{kind}_l{layer}{suffix}"], dtype=self.config.dtype)
+
+        arrays = [get("weight_ih").T, get("weight_hh").T]
+        if self.config.bias:
+            arrays.append(get("bias_ih") + get("bias_hh"))
+        return arrays
+
+    def _build_layer(self, layer: int, features: int) -> keras.layers.Layer:
+        shape = (None, None, features)
+        if not self.config.bidirectional:
+            lstm = self._lstm()
+            lstm.build(shape)
+            lstm.set_weights(self._keras_weights(layer, ""))
+            return lstm
+        wrapper = keras.layers.Bidirectional(self._lstm(), backward_layer=self._lstm(go_backwards=True),
+                                             merge_mode="concat", dtype=self.config.dtype)
+        wrapper.build(shape)
+        wrapper.forward_layer.set_weights(self._keras_weights(layer, ""))
+        wrapper.backward_layer.set_weights(self._keras_weights(layer, "_reverse"))
+        return wrapper
+
+    def forward(self, input: ArrayInput, hx: Optional[object], *, training: bool) -> ArrayResult:
+        cfg = self.config
+        D, states = cfg.num_directions, cfg.num_layers * cfg.num_directions
+        mask = None
+        if isinstance(input, PackedArrays):
+            padded, lengths = packed_to_padded(input)  # time-major, caller's batch order
+            x, unbatched = padded.swapaxes(0, 1), False
+            mask = np.arange(x.shape[1])[None, :] < lengths[:, None]  # (N, T): True on valid steps
+        else:
+            x = np.asarray(input)
+            if x.ndim not in (2, 3):
+                raise ValueError(f"LSTM: expected 2-D (unbatched) or 3-D input, got {x.ndim}-D")
+            unbatched = x.ndim == 2
+            if unbatched:
+                x = x[None]
+            elif not cfg.batch_first:
+                x = x.swapaxes(0, 1)  # Keras is batch-major
+        state = _split_hx(hx, 2 if unbatched else 3, states)
+        if state is not None and unbatched:
+            state = (state[0][:, None, :], state[1][:, None, :])
+
+        layer_input = keras.ops.convert_to_tensor(np.ascontiguousarray(x))
+        keras_mask = None if mask is None else keras.ops.convert_to_tensor(mask)
+        h_n, c_n = [], []
+        for layer, module in enumerate(self._layers):
+            initial = None
+            if state is not None:
+                initial = []
+                for direction in range(D):
+                    index = layer * D + direction
+                    initial += [keras.ops.convert_to_tensor(np.ascontiguousarray(state[0][index])),
+                                keras.ops.convert_to_tensor(np.ascontiguousarray(state[1][index]))]
+            result = module(layer_input, initial_state=initial, mask=keras_mask, training=training)
+            layer_input, finals = result[0], result[1:]  # finals: [h, c] per direction
+            h_n += finals[0::2]
+            c_n += finals[1::2]
+
+        output = keras.ops.convert_to_numpy(layer_input)
+        h_n = np.stack([keras.ops.convert_to_numpy(h) for h in h_n])
+        c_n = np.stack([keras.ops.convert_to_numpy(c) for c in c_n])
+        if isinstance(input, PackedArrays):
+            return padded_to_packed(output.swapaxes(0, 1), input), (h_n, c_n)
+        if unbatched:
+            return output[0], (h_n[:, 0], c_n[:, 0])
+        if not cfg.batch_first:
+            output = output.swapaxes(0, 1)
+        return output, (h_n, c_n)

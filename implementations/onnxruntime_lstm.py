@@ -1,0 +1,192 @@
+"""ONNX Runtime's LSTM operator, run on a graph built by hand with ``onnx.helper``.
+
+The port is ONNX Runtime's CPU kernel for the ONNX ``LSTM`` operator (``onnxruntime==1.32.0``,
+graphs built with ``onnx==1.23.2``, opset 21).  No torch exporter is involved: the adapter writes
+one ``LSTM`` node per layer, so what is checked is ONNX Runtime's kernel, not an exporter.
+
+Weight mapping, per layer (both directions stacked on a leading axis of size D):
+
+* ``W = weight_ih`` and ``R = weight_hh`` with the four gate row-blocks reordered from torch's
+  ``[i, f, g, o]`` to ONNX's ``[i, o, f, c]``;
+* ``B = concat(bias_ih, bias_hh)`` in the same gate order (no ``B`` input when ``bias=False``;
+  ONNX's default is zeros);
+* ``direction="bidirectional"`` for ``bidirectional=True``;
+* ``initial_h`` / ``initial_c`` are rows ``layer * D .. layer * D + D`` of torch's ``h0`` / ``c0``;
+* packed input goes in as a padded batch plus ``sequence_lens`` (the operator's own mechanism);
+* ``Y`` is ``[L, D, N, H]``; a ``Transpose`` + ``Reshape`` in the graph turns it into the next
+  layer's ``[L, N, D * H]`` input, and ``Y_h`` / ``Y_c`` of all layers are concatenated into torch's
+  ``(num_layers * D, N, H)``.
+
+What it lacks: float64 (ONNX Runtime's CPU LSTM kernel is registered for float only; a double
+graph fails to load), ``proj_size`` (the operator has no projection), and dropout (the operator
+has none; a model is inference-only).  ``batch_first`` and unbatched input are layout changes
+done here in NumPy.
+
+Sessions: one ``InferenceSession`` per model and call signature (with or without ``hx``, with or
+without ``sequence_lens``); the plain one is built in ``__init__``, the others on first use.  Time
+and batch are symbolic dimensions, so one session serves every input shape.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Mapping, Optional
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from conformance.adapters import Adapter, ArrayInput, ArrayResult, Capabilities
+from conformance.arrays import LSTMConfig, PackedArrays, packed_to_padded, padded_to_packed
+
+__all__ = ["OnnxRuntimeLSTM"]
+
+OPSET = 21
+IR_VERSION = 10
+#: torch's gate blocks [i, f, g, o] in ONNX's order [i, o, f, c].
+_ONNX_GATE_ORDER = (0, 3, 1, 2)
+
+
+def _reorder_gates(array: np.ndarray) -> np.ndarray:
+    blocks = np.split(array, 4, axis=0)
+    return np.concatenate([blocks[k] for k in _ONNX_GATE_ORDER], axis=0)
+
+
+def _split_hx(hx: object, rank: int, states: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """torch's ``(h0, c0)`` as two arrays; only what the layer-by-layer split needs is checked here.
+
+    The adapter cuts the stacked ``(num_layers * D, ...)`` states into per-layer inputs, so it has
+    to know they are a pair of arrays of the right rank with ``num_layers * D`` rows; batch,
+    feature and dtype mismatches are left to ONNX Runtime.
+    """
+    if hx is None:
+        return None
+    if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+        raise TypeError(f"hx must be a tuple (h0, c0) of two arrays, got {type(hx).__name__}"
+                        + (f" of {len(hx)} items" if isinstance(hx, (tuple, list)) else ""))
+    h0, c0 = (np.asarray(s) for s in hx)
+    for name, state in (("h0", h0), ("c0", c0)):
+        if state.ndim != rank:
+            raise RuntimeError(f"{name} must be {rank}-D, got {state.ndim}-D")
+        if state.shape[0] != states:
+            raise RuntimeError(f"{name} must have num_layers * num_directions = {states} rows, got {state.shape[0]}")
+    return h0, c0
+
+
+class OnnxRuntimeLSTM(Adapter):
+    """torch.nn.LSTM checked against ONNX Runtime's LSTM kernel (float32, no proj_size, no dropout)."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(dtypes={"float32"}, errors="raises").without(
+        "proj_size", "dropout")
+
+    def __init__(self, config: LSTMConfig, weights: Mapping[str, np.ndarray]) -> None:
+        super().__init__(config, weights)
+        self._sessions: dict[tuple[bool, bool], ort.InferenceSession] = {}
+        self._session(with_hx=False, with_lens=False)
+
+    # ------------------------------------------------------------------ the graph
+    def _initializers(self, layer: int) -> list[TensorProto]:
+        cfg = self.config
+        suffixes = ("", "_reverse")[: cfg.num_directions]
+        dtype = np.dtype(cfg.dtype)
+
+        def stacked(kind: str) -> np.ndarray:
+            return np.stack([_reorder_gates(np.asarray(self.weights[f"{kind}_l{layer}{s}"], dtype=dtype))
+                             for s in suffixes])
+
+        tensors = [numpy_helper.from_array(stacked("weight_ih"), f"W_{layer}"),
+                   numpy_helper.from_array(stacked("weight_hh"), f"R_{layer}")]
+        if cfg.bias:
+            bias = np.concatenate([stacked("bias_ih"), stacked("bias_hh")], axis=1)  # (D, 8H)
+            tensors.append(numpy_helper.from_array(bias, f"B_{layer}"))
+        return tensors
+
+    def _model(self, with_hx: bool, with_lens: bool) -> onnx.ModelProto:
+        cfg = self.config
+        D, H = cfg.num_directions, cfg.hidden_size
+        elem = helper.np_dtype_to_tensor_dtype(np.dtype(cfg.dtype))
+        inputs = [helper.make_tensor_value_info("X", elem, ["T", "N", cfg.input_size])]
+        if with_lens:
+            inputs.append(helper.make_tensor_value_info("sequence_lens", TensorProto.INT32, ["N"]))
+        nodes, initializers = [], [numpy_helper.from_array(np.array([0, 0, -1], dtype=np.int64), "merge_shape")]
+        layer_input = "X"
+        for layer in range(cfg.num_layers):
+            initializers += self._initializers(layer)
+            if with_hx:
+                inputs += [helper.make_tensor_value_info(f"h0_{layer}", elem, [D, "N", H]),
+                           helper.make_tensor_value_info(f"c0_{layer}", elem, [D, "N", H])]
+            node_inputs = [layer_input, f"W_{layer}", f"R_{layer}", f"B_{layer}" if cfg.bias else "",
+                           "sequence_lens" if with_lens else "",
+                           f"h0_{layer}" if with_hx else "", f"c0_{layer}" if with_hx else ""]
+            while node_inputs[-1] == "":
+                node_inputs.pop()
+            nodes.append(helper.make_node(
+                "LSTM", node_inputs, [f"Y_{layer}", f"Yh_{layer}", f"Yc_{layer}"], name=f"lstm_{layer}",
+                hidden_size=H, direction="bidirectional" if cfg.bidirectional else "forward"))
+            # Y is [T, D, N, H]; the next layer (and torch's output) wants [T, N, D * H].
+            nodes.append(helper.make_node("Transpose", [f"Y_{layer}"], [f"Yt_{layer}"], perm=[0, 2, 1, 3]))
+            nodes.append(helper.make_node("Reshape", [f"Yt_{layer}", "merge_shape"], [f"out_{layer}"]))
+            layer_input = f"out_{layer}"
+        nodes.append(helper.make_node("Identity", [layer_input], ["output"]))
+        for name, part in (("h_n", "Yh"), ("c_n", "Yc")):
+            nodes.append(helper.make_node("Concat", [f"{part}_{k}" for k in range(cfg.num_layers)], [name], axis=0))
+        outputs = [helper.make_tensor_value_info("output", elem, ["T", "N", D * H]),
+                   helper.make_tensor_value_info("h_n", elem, [cfg.num_layers * D, "N", H]),
+                   helper.make_tensor_value_info("c_n", elem, [cfg.num_layers * D, "N", H])]
+        graph = helper.make_graph(nodes, "torch_lstm", inputs, outputs, initializers)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                  producer_name="lstm-conformance")
+        model.ir_version = IR_VERSION
+        onnx.checker.check_model(model)
+        return model
+
+    def _session(self, with_hx: bool, with_lens: bool) -> ort.InferenceSession:
+        key = (with_hx, with_lens)
+        if key not in self._sessions:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            self._sessions[key] = ort.InferenceSession(
+                self._model(with_hx, with_lens).SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return self._sessions[key]
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, input: ArrayInput, hx: Optional[object], *, training: bool) -> ArrayResult:
+        cfg = self.config
+        D, states = cfg.num_directions, cfg.num_layers * cfg.num_directions
+        lengths = None
+        if isinstance(input, PackedArrays):
+            x, lengths = packed_to_padded(input)  # time-major, caller's batch order
+            unbatched = False
+        else:
+            x = np.asarray(input)
+            if x.ndim not in (2, 3):
+                raise ValueError(f"LSTM: expected 2-D (unbatched) or 3-D input, got {x.ndim}-D")
+            unbatched = x.ndim == 2
+            if unbatched:
+                x = x[:, None, :]
+            elif cfg.batch_first:
+                x = x.swapaxes(0, 1)
+        state = _split_hx(hx, 2 if unbatched else 3, states)
+        if state is not None and unbatched:
+            state = (state[0][:, None, :], state[1][:, None, :])
+
+        feeds = {"X": np.ascontiguousarray(x)}
+        if lengths is not None:
+            feeds["sequence_lens"] = lengths.astype(np.int32)
+        if state is not None:
+            for layer in range(cfg.num_layers):
+                rows = slice(layer * D, (layer + 1) * D)
+                feeds[f"h0_{layer}"] = np.ascontiguousarray(state[0][rows])
+                feeds[f"c0_{layer}"] = np.ascontiguousarray(state[1][rows])
+        session = self._session(with_hx=state is not None, with_lens=lengths is not None)
+        output, h_n, c_n = session.run(["output", "h_n", "c_n"], feeds)
+
+        if isinstance(input, PackedArrays):
+            return padded_to_packed(output, input), (h_n, c_n)
+        if unbatched:
+            return output[:, 0], (h_n[:, 0], c_n[:, 0])
+        if cfg.batch_first:
+            output = output.swapaxes(0, 1)
+        return output, (h_n, c_n)
