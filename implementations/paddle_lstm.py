@@ -50,9 +50,17 @@ def _to_paddle(value: Any) -> Any:
 
 
 def _add_batch_axis(hx: Any) -> Any:
-    """Unbatched ``(h0, c0)`` of shape ``(L * D, H)`` as a batch of one; anything else as it is."""
+    """Unbatched ``(h0, c0)`` of shape ``(L * D, H)`` as a batch of one.
+
+    Paddle has no unbatched mode, so this translation is the adapter's: it only accepts the 2-D
+    states that belong with unbatched input (a 3-D state would otherwise pass as a valid batch
+    of one).  Anything that is not a pair of arrays is handed to Paddle as it is.
+    """
     if isinstance(hx, (tuple, list)):
-        return type(hx)(v[:, None, :] if isinstance(v, np.ndarray) and v.ndim == 2 else v for v in hx)
+        for index, state in enumerate(hx):
+            if isinstance(state, np.ndarray) and state.ndim != 2:
+                raise RuntimeError(f"for unbatched 2-D input, hx[{index}] must be 2-D, got {state.ndim}-D")
+        return type(hx)(v[:, None, :] if isinstance(v, np.ndarray) else v for v in hx)
     return hx
 
 

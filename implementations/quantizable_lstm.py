@@ -68,11 +68,12 @@ class QuantizableLSTM(Adapter):
         for layer in range(config.num_layers):
             for suffix, direction in (("", "layer_fw"), ("_reverse", "layer_bw"))[: config.num_directions]:
                 cell = f"layers.{layer}.{direction}.cell"
-                kinds = [("igates", "ih"), ("hgates", "hh")]
-                for gates, torch_kind in kinds:
-                    state[f"{cell}.{gates}.weight"] = torch.tensor(self.weights[f"weight_{torch_kind}_l{layer}{suffix}"])
+                for gates, kind in (("igates", "ih"), ("hgates", "hh")):
+                    names = [("weight", f"weight_{kind}_l{layer}{suffix}")]
                     if config.bias:
-                        state[f"{cell}.{gates}.bias"] = torch.tensor(self.weights[f"bias_{torch_kind}_l{layer}{suffix}"])
+                        names.append(("bias", f"bias_{kind}_l{layer}{suffix}"))
+                    for attribute, torch_name in names:
+                        state[f"{cell}.{gates}.{attribute}"] = torch.tensor(self.weights[torch_name])
         self.module.load_state_dict(state, strict=True)
 
     def forward(self, input: ArrayInput, hx: Optional[object], *, training: bool) -> ArrayResult:
