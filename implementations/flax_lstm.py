@@ -38,30 +38,10 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from conformance.adapters import Adapter, ArrayInput, ArrayResult, Capabilities  # noqa: E402
-from conformance.arrays import LSTMConfig, PackedArrays, packed_to_padded, padded_to_packed  # noqa: E402
+from conformance.arrays import LSTMConfig, PackedArrays, padded_to_packed  # noqa: E402
+from implementations._layout import time_major  # noqa: E402
 
 __all__ = ["FlaxLSTM"]
-
-
-def _split_hx(hx: object, rank: int, states: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
-    """torch's ``(h0, c0)`` as two arrays; only what cutting them into per-layer carries needs is checked.
-
-    The adapter hands row ``layer * D + direction`` to each Flax RNN, so it has to know the states
-    are a pair of arrays of the right rank with ``num_layers * D`` rows; batch, feature and dtype
-    mismatches are left to Flax.
-    """
-    if hx is None:
-        return None
-    if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-        raise TypeError(f"hx must be a tuple (h0, c0) of two arrays, got {type(hx).__name__}"
-                        + (f" of {len(hx)} items" if isinstance(hx, (tuple, list)) else ""))
-    h0, c0 = (np.asarray(s) for s in hx)
-    for name, state in (("h0", h0), ("c0", c0)):
-        if state.ndim != rank:
-            raise RuntimeError(f"{name} must be {rank}-D, got {state.ndim}-D")
-        if state.shape[0] != states:
-            raise RuntimeError(f"{name} must have num_layers * num_directions = {states} rows, got {state.shape[0]}")
-    return h0, c0
 
 
 def _constant(array: np.ndarray) -> Any:
@@ -120,23 +100,8 @@ class FlaxLSTM(Adapter):
 
     def forward(self, input: ArrayInput, hx: Optional[object], *, training: bool) -> ArrayResult:
         cfg = self.config
-        D, states = cfg.num_directions, cfg.num_layers * cfg.num_directions
-        lengths = None
-        if isinstance(input, PackedArrays):
-            x, lengths = packed_to_padded(input)  # time-major, caller's batch order
-            unbatched = False
-        else:
-            x = np.asarray(input)
-            if x.ndim not in (2, 3):
-                raise ValueError(f"LSTM: expected 2-D (unbatched) or 3-D input, got {x.ndim}-D")
-            unbatched = x.ndim == 2
-            if unbatched:
-                x = x[:, None, :]
-            elif cfg.batch_first:
-                x = x.swapaxes(0, 1)
-        state = _split_hx(hx, 2 if unbatched else 3, states)
-        if state is not None and unbatched:
-            state = (state[0][:, None, :], state[1][:, None, :])
+        D = cfg.num_directions
+        x, lengths, unbatched, state = time_major(input, hx, cfg)
 
         initial = None
         if state is not None:

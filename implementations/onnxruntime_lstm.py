@@ -37,7 +37,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from conformance.adapters import Adapter, ArrayInput, ArrayResult, Capabilities
-from conformance.arrays import LSTMConfig, PackedArrays, packed_to_padded, padded_to_packed
+from conformance.arrays import LSTMConfig, PackedArrays, padded_to_packed
+from implementations._layout import time_major
 
 __all__ = ["OnnxRuntimeLSTM"]
 
@@ -50,27 +51,6 @@ _ONNX_GATE_ORDER = (0, 3, 1, 2)
 def _reorder_gates(array: np.ndarray) -> np.ndarray:
     blocks = np.split(array, 4, axis=0)
     return np.concatenate([blocks[k] for k in _ONNX_GATE_ORDER], axis=0)
-
-
-def _split_hx(hx: object, rank: int, states: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
-    """torch's ``(h0, c0)`` as two arrays; only what the layer-by-layer split needs is checked here.
-
-    The adapter cuts the stacked ``(num_layers * D, ...)`` states into per-layer inputs, so it has
-    to know they are a pair of arrays of the right rank with ``num_layers * D`` rows; batch,
-    feature and dtype mismatches are left to ONNX Runtime.
-    """
-    if hx is None:
-        return None
-    if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-        raise TypeError(f"hx must be a tuple (h0, c0) of two arrays, got {type(hx).__name__}"
-                        + (f" of {len(hx)} items" if isinstance(hx, (tuple, list)) else ""))
-    h0, c0 = (np.asarray(s) for s in hx)
-    for name, state in (("h0", h0), ("c0", c0)):
-        if state.ndim != rank:
-            raise RuntimeError(f"{name} must be {rank}-D, got {state.ndim}-D")
-        if state.shape[0] != states:
-            raise RuntimeError(f"{name} must have num_layers * num_directions = {states} rows, got {state.shape[0]}")
-    return h0, c0
 
 
 class OnnxRuntimeLSTM(Adapter):
@@ -154,23 +134,8 @@ class OnnxRuntimeLSTM(Adapter):
     # ------------------------------------------------------------------ forward
     def forward(self, input: ArrayInput, hx: Optional[object], *, training: bool) -> ArrayResult:
         cfg = self.config
-        D, states = cfg.num_directions, cfg.num_layers * cfg.num_directions
-        lengths = None
-        if isinstance(input, PackedArrays):
-            x, lengths = packed_to_padded(input)  # time-major, caller's batch order
-            unbatched = False
-        else:
-            x = np.asarray(input)
-            if x.ndim not in (2, 3):
-                raise ValueError(f"LSTM: expected 2-D (unbatched) or 3-D input, got {x.ndim}-D")
-            unbatched = x.ndim == 2
-            if unbatched:
-                x = x[:, None, :]
-            elif cfg.batch_first:
-                x = x.swapaxes(0, 1)
-        state = _split_hx(hx, 2 if unbatched else 3, states)
-        if state is not None and unbatched:
-            state = (state[0][:, None, :], state[1][:, None, :])
+        D = cfg.num_directions
+        x, lengths, unbatched, state = time_major(input, hx, cfg)
 
         feeds = {"X": np.ascontiguousarray(x)}
         if lengths is not None:

@@ -1,0 +1,60 @@
+"""Layout translation shared by the adapters that run layer by layer (ONNX Runtime, Keras, Flax).
+
+These ports take a padded time-major (or batch-major) array plus lengths, and per-layer states,
+so each adapter turns torch's input and stacked ``(num_layers * D, ...)`` states into that form.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from conformance.adapters import ArrayInput
+from conformance.arrays import LSTMConfig, PackedArrays, packed_to_padded
+
+State = tuple[np.ndarray, np.ndarray]
+
+
+def split_hx(hx: object, rank: int, states: int) -> Optional[State]:
+    """torch's ``(h0, c0)`` as two arrays; only what the layer-by-layer split needs is checked here.
+
+    The adapter cuts the stacked ``(num_layers * D, ...)`` states into per-layer inputs, so it has
+    to know they are a pair of arrays of the right rank with ``num_layers * D`` rows; batch,
+    feature and dtype mismatches are left to the port.
+    """
+    if hx is None:
+        return None
+    if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+        raise TypeError(f"hx must be a tuple (h0, c0) of two arrays, got {type(hx).__name__}"
+                        + (f" of {len(hx)} items" if isinstance(hx, (tuple, list)) else ""))
+    h0, c0 = (np.asarray(s) for s in hx)
+    for name, state in (("h0", h0), ("c0", c0)):
+        if state.ndim != rank:
+            raise RuntimeError(f"{name} must be {rank}-D, got {state.ndim}-D")
+        if state.shape[0] != states:
+            raise RuntimeError(f"{name} must have num_layers * num_directions = {states} rows, got {state.shape[0]}")
+    return h0, c0
+
+
+def time_major(input: ArrayInput, hx: object,
+               config: LSTMConfig) -> tuple[np.ndarray, Optional[np.ndarray], bool, Optional[State]]:
+    """``(x, lengths, unbatched, state)``: x as ``(T, N, F)``; lengths only for packed input;
+    state as ``(num_layers * D, N, H)`` arrays (unbatched states get their batch axis back)."""
+    lengths = None
+    if isinstance(input, PackedArrays):
+        x, lengths = packed_to_padded(input)  # time-major, caller's batch order
+        unbatched = False
+    else:
+        x = np.asarray(input)
+        if x.ndim not in (2, 3):
+            raise ValueError(f"LSTM: expected 2-D (unbatched) or 3-D input, got {x.ndim}-D")
+        unbatched = x.ndim == 2
+        if unbatched:
+            x = x[:, None, :]
+        elif config.batch_first:
+            x = x.swapaxes(0, 1)
+    state = split_hx(hx, 2 if unbatched else 3, config.num_layers * config.num_directions)
+    if state is not None and unbatched:
+        state = (state[0][:, None, :], state[1][:, None, :])
+    return x, lengths, unbatched, state
