@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 
 from conformance.adapters import ArrayInput
-from conformance.arrays import LSTMConfig, PackedArrays, packed_to_padded
+from conformance.arrays import LSTMConfig, PackedArrays, packed_to_padded, padded_to_packed
 
 State = tuple[np.ndarray, np.ndarray]
 
@@ -58,3 +58,15 @@ def time_major(input: ArrayInput, hx: object,
     if state is not None and unbatched:
         state = (state[0][:, None, :], state[1][:, None, :])
     return x, lengths, unbatched, state
+
+
+def torch_layout(output: np.ndarray, h_n: np.ndarray, c_n: np.ndarray, input: ArrayInput, unbatched: bool,
+                 config: LSTMConfig) -> tuple[object, State]:
+    """The inverse of :func:`time_major`: a ``(T, N, F)`` output and states laid out as torch returns them."""
+    if isinstance(input, PackedArrays):
+        return padded_to_packed(output, input), (h_n, c_n)
+    if unbatched:
+        return output[:, 0], (h_n[:, 0], c_n[:, 0])
+    if config.batch_first:
+        output = output.swapaxes(0, 1)
+    return output, (h_n, c_n)

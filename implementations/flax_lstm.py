@@ -38,8 +38,8 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from conformance.adapters import Adapter, ArrayInput, ArrayResult, Capabilities  # noqa: E402
-from conformance.arrays import LSTMConfig, PackedArrays, padded_to_packed  # noqa: E402
-from implementations._layout import time_major  # noqa: E402
+from conformance.arrays import LSTMConfig  # noqa: E402
+from implementations._layout import time_major, torch_layout  # noqa: E402
 
 __all__ = ["FlaxLSTM"]
 
@@ -117,10 +117,4 @@ class FlaxLSTM(Adapter):
         h_n = np.stack([np.asarray(h) for _, h in per_direction])
         c_n = np.stack([np.asarray(c) for c, _ in per_direction])
         output = np.asarray(output)
-        if isinstance(input, PackedArrays):
-            return padded_to_packed(output, input), (h_n, c_n)
-        if unbatched:
-            return output[:, 0], (h_n[:, 0], c_n[:, 0])
-        if cfg.batch_first:
-            output = output.swapaxes(0, 1)
-        return output, (h_n, c_n)
+        return torch_layout(output, h_n, c_n, input, unbatched, cfg)

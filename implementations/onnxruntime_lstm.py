@@ -37,8 +37,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from conformance.adapters import Adapter, ArrayInput, ArrayResult, Capabilities
-from conformance.arrays import LSTMConfig, PackedArrays, padded_to_packed
-from implementations._layout import time_major
+from conformance.arrays import LSTMConfig
+from implementations._layout import time_major, torch_layout
 
 __all__ = ["OnnxRuntimeLSTM"]
 
@@ -148,10 +148,4 @@ class OnnxRuntimeLSTM(Adapter):
         session = self._session(with_hx=state is not None, with_lens=lengths is not None)
         output, h_n, c_n = session.run(["output", "h_n", "c_n"], feeds)
 
-        if isinstance(input, PackedArrays):
-            return padded_to_packed(output, input), (h_n, c_n)
-        if unbatched:
-            return output[:, 0], (h_n[:, 0], c_n[:, 0])
-        if cfg.batch_first:
-            output = output.swapaxes(0, 1)
-        return output, (h_n, c_n)
+        return torch_layout(output, h_n, c_n, input, unbatched, cfg)
