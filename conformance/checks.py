@@ -7,7 +7,7 @@ candidate conforms.  These functions are what the pytest suite and the CLI call.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -108,16 +108,20 @@ def _compare(case: Case, expected: Expected, got: Outcome, label: str = "") -> l
     return problems
 
 
-def check_forward(candidate: Candidate, case: Case, repeat: bool = False) -> None:
+def check_forward(candidate: Candidate, case: Case, repeat: bool = False, diagnose: bool = False) -> None:
     """Run ``case`` on torch and on ``candidate``; raise :class:`ConformanceFailure` on any difference.
 
     With ``repeat=True`` the candidate instance is called a second time with the same arguments
-    and that result is judged too (a port must not carry state between calls).
+    and that result is judged too (a port must not carry state between calls).  With
+    ``diagnose=True`` a failure also carries where the candidate departs and a likely bug
+    (:mod:`conformance.localise`, :mod:`conformance.hints`); that runs more models, so the
+    suite asks for it only for the failing example hypothesis finally reports.
     """
     expected = expected_for(case)
     args_before = _snapshot(expected.args)
     problems: list[Problem] = []
     built_warnings: list = []
+    first: Any = None
     try:
         instance = candidate.build(case.config, expected.model.state_dict(), warnings_out=built_warnings)
         if candidate.kind == "drop-in":  # constructed with nn.LSTM's arguments: it must warn as nn.LSTM does
@@ -131,6 +135,7 @@ def check_forward(candidate: Candidate, case: Case, repeat: bool = False) -> Non
             got = candidate.run(instance, expected.args, case.call.training, case.call.packed)
             problems += _compare(case, expected, got, label)
             if index == 0:
+                first = got
                 problems += _mutations(expected, args_before, params_before, instance)
             if problems:
                 break
@@ -139,7 +144,23 @@ def check_forward(candidate: Candidate, case: Case, repeat: bool = False) -> Non
     except StructureError as exc:
         problems.append(Problem("structure", str(exc)))
     if problems:
-        raise ConformanceFailure(candidate.name, case, problems)
+        location, hint = _diagnose(candidate, case, expected, first, problems) if diagnose else (None, None)
+        raise ConformanceFailure(candidate.name, case, problems, location, hint, repeat=repeat)
+
+
+def _diagnose(candidate: Candidate, case: Case, expected: Expected, got: Any, problems: list[Problem]) -> tuple:
+    """Localise (values only: shapes must agree) and recognise; never fails the failure itself."""
+    from .hints import Evidence, recognise
+    from .localise import localise
+
+    location = focus = None
+    first_call = [p for p in problems if not p.message.startswith("second call: ")]
+    if got is not None and first_call and all(p.kind == "values" for p in problems):
+        try:
+            location, focus = localise(candidate, case, expected, got)
+        except Exception:  # noqa: BLE001 - a diagnosis is a bonus, the failure stands without it
+            location = focus = None
+    return location, recognise(Evidence(case, expected, got, problems, location, focus))
 
 
 def _isolated_record(operation: str, *args: Any, timeout: float = DEFAULT_TIMEOUT) -> CallRecord:
@@ -181,6 +202,17 @@ def check_packing_error(candidate: Candidate, call: PackingCall, functions: Any)
     return verdict.notes
 
 
+def _final_example() -> bool:
+    """Inside a hypothesis test: is this the final run of the example it reports?  Outside: yes."""
+    try:
+        from hypothesis.control import _current_build_context
+
+        context = _current_build_context.value
+    except Exception:  # noqa: BLE001 - an older or newer hypothesis: diagnose every failure
+        return True
+    return True if context is None else bool(getattr(context, "is_final", True))
+
+
 class Runner:
     """Runs the checks for one candidate, each case in the worker process unless ``isolate=False``.
 
@@ -190,15 +222,19 @@ class Runner:
 
     def __init__(self, candidate: Candidate, isolate: bool = True, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.candidate, self.isolate, self.timeout = candidate, isolate, timeout
+        self.calls = 0  # examples run, for reports
 
     def __repr__(self) -> str:
         return repr(self.candidate)
 
-    def forward(self, case: Case, repeat: bool = False) -> None:
-        """:func:`check_forward`, isolated."""
+    def forward(self, case: Case, repeat: bool = False, diagnose: Optional[bool] = None) -> None:
+        """:func:`check_forward`, isolated; ``diagnose`` defaults to "this is the example hypothesis reports"."""
+        self.calls += 1
+        if diagnose is None:
+            diagnose = _final_example()
         if not self.isolate:
-            return check_forward(self.candidate, case, repeat)
-        status, value = run_isolated("forward", self.candidate.path, case, repeat, timeout=self.timeout)
+            return check_forward(self.candidate, case, repeat, diagnose)
+        status, value = run_isolated("forward", self.candidate.path, case, repeat, diagnose, timeout=self.timeout)
         if status == "failed":
             raise value
         if status == "crashed":
@@ -211,4 +247,10 @@ class Runner:
 
     def error(self, case: Case) -> list[str]:
         """:func:`check_error` (always isolated)."""
+        self.calls += 1
         return check_error(self.candidate, case, self.timeout)
+
+    def packing(self, call: PackingCall, functions: Any) -> list[str]:
+        """:func:`check_packing_error` (in-process: packing functions are plain Python)."""
+        self.calls += 1
+        return check_packing_error(self.candidate, call, functions)

@@ -1,74 +1,101 @@
-"""The ``lstm-conformance`` command: ``check`` an implementation, ``list`` what is registered."""
+"""The ``lstm-conformance`` command: ``check`` an implementation, ``report`` its conformance
+matrix, ``list`` what is registered."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections import Counter
+from pathlib import Path
 from typing import Any, Optional
 
+from . import report
 from .adapters import FEATURES
 from .registry import ResolutionError, available, resolve
 
 __all__ = ["main"]
 
 
-class _Collector:
-    """A pytest plugin object that records each test's outcome for the summary table."""
+def _pytest_args(args: argparse.Namespace) -> list[str]:
+    out = ["-q", "--no-header", f"--hypothesis-profile={args.profile}"]
+    if args.max_examples is not None:
+        out.append(f"--lstm-max-examples={args.max_examples}")
+    if args.seed is not None:
+        out.append(f"--hypothesis-seed={args.seed}")
+    if args.workers:
+        out += ["-n", str(args.workers)]
+    if getattr(args, "reproducers", None):
+        out.append(f"--lstm-reproducers={args.reproducers}")
+    if not args.verbose:
+        out += ["--tb=line"]
+    return out
 
-    def __init__(self) -> None:
-        self.results: dict[str, tuple[str, str]] = {}
 
-    def pytest_runtest_logreport(self, report: Any) -> None:
-        name = report.nodeid.split("::")[-1]
-        if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-            detail = ""
-            if report.skipped and isinstance(report.longrepr, tuple):
-                detail = str(report.longrepr[2]).removeprefix("Skipped: ")
-            elif report.failed:
-                detail = str(getattr(report.longrepr, "reprcrash", None) and report.longrepr.reprcrash.message
-                             or "failed").splitlines()[0]
-            self.results[name] = (report.outcome, detail)
+def _resolve(impl: str) -> Optional[Any]:
+    try:
+        return resolve(impl, origin="command line")
+    except ResolutionError as exc:
+        print(f"lstm-conformance: error: {exc}", file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace, doing: str) -> Optional[tuple[Any, report.Collector, int]]:
+    """Resolve the implementation and run the suite on it, ending with the summary table."""
+    candidate = _resolve(args.impl)
+    if candidate is None:
+        return None
+    print(f"{doing} {candidate.name} ({candidate.path}, {candidate.kind}) against torch.nn.LSTM")
+    collector = report.Collector()
+    code, elapsed = report.run_suite(args.impl, _pytest_args(args), collector)
+    _summary(collector.results, elapsed)
+    return candidate, collector, code
 
 
 def _check(args: argparse.Namespace) -> int:
-    import pytest
+    ran = _run(args, "checking")
+    return 2 if ran is None else ran[2]
 
-    try:
-        candidate = resolve(args.impl, origin="command line")
-    except ResolutionError as exc:
-        print(f"lstm-conformance: error: {exc}", file=sys.stderr)
+
+def _report(args: argparse.Namespace) -> int:
+    if not (args.json or args.markdown):
+        print("lstm-conformance: error: report needs --json FILE and/or --markdown FILE", file=sys.stderr)
         return 2
-    print(f"checking {candidate.name} ({candidate.path}, {candidate.kind}) against torch.nn.LSTM")
-    pytest_args = ["--pyargs", "conformance.suite", f"--lstm-impl={args.impl}", "-q", "--no-header",
-                   "-p", "no:cacheprovider", f"--hypothesis-profile={args.profile}",
-                   "-W", "ignore::pytest.PytestAssertRewriteWarning"]
-    if args.max_examples is not None:
-        pytest_args.append(f"--hypothesis-max-examples={args.max_examples}")  # hypothesis' own option
-    if args.seed is not None:
-        pytest_args.append(f"--hypothesis-seed={args.seed}")
-    if args.workers:
-        pytest_args += ["-n", str(args.workers)]
-    if not args.verbose:
-        pytest_args += ["--tb=line"]
-    collector = _Collector()
-    started = time.perf_counter()
-    code = pytest.main(pytest_args, plugins=[collector])
-    elapsed = time.perf_counter() - started
-    _summary(collector.results, elapsed)
-    return int(code)
+    for path in (args.json, args.markdown):
+        problem = report.check_writable(path)
+        if problem:
+            print(f"lstm-conformance: error: {problem}", file=sys.stderr)
+            return 2
+    ran = _run(args, "reporting on")
+    if ran is None:
+        return 2
+    candidate, collector, code = ran
+    if not collector.results:
+        print(f"lstm-conformance: error: the suite ran no test (pytest exit code {code})", file=sys.stderr)
+        return code or 2
+    doc = report.document(args.impl, candidate, args.profile, collector.results)
+    if args.json:
+        Path(args.json).write_text(report.to_json(doc))
+        print(f"wrote {args.json}")
+    if args.markdown:
+        Path(args.markdown).write_text(report.to_markdown(doc))
+        print(f"wrote {args.markdown}")
+    return code
 
 
-def _summary(results: dict[str, tuple[str, str]], elapsed: float) -> None:
+def _summary(results: dict[str, report.TestResult], elapsed: float) -> None:
     if not results:
         return
-    width = max(len(name) for name in results)
-    print(f"\n{'test':<{width}}  result   detail")
-    for name, (outcome, detail) in sorted(results.items()):
-        print(f"{name:<{width}}  {outcome:<7}  {detail[:100]}")
-    counts = Counter(outcome for outcome, _ in results.values())
-    print(f"\n{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped in {elapsed:.1f}s")
+    rows = report.matrix(results)
+    width = max(len(row.name) for row in rows)
+    print(f"\n{'feature':<{width}}  {'status':<16}  examples")
+    for row in rows:
+        print(f"{row.name:<{width}}  {row.status:<16}  {row.examples}")
+    counts = Counter(r.status for r in results.values())
+    print("\n" + ", ".join(f"{counts[s]} {s}" for s in report.STATUSES if counts[s])
+          + f" ({len(results)} tests) in {elapsed:.1f}s")
+    for result in results.values():
+        if result.status == "failed":
+            print(f"FAILED {result.test}: {(result.failures[0]['summary'] if result.failures else result.detail)[:300]}")
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -86,17 +113,34 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _suite_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("impl", help="registered name or import path package.module:Class")
+    parser.add_argument("--profile", choices=["dev", "ci", "thorough"], default="ci")
+    parser.add_argument("--max-examples", type=int, default=None, help="examples per test")
+    parser.add_argument("-n", dest="workers", type=int, default=0, help="parallel workers (pytest-xdist)")
+    parser.add_argument("--seed", type=int, default=None, help="hypothesis seed, to reproduce a run")
+    parser.add_argument("-v", "--verbose", action="store_true", help="full failure reports")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad option reported on one line (no usage block)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"lstm-conformance: error: {message} (see lstm-conformance --help)\n")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="lstm-conformance", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="lstm-conformance", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     check = sub.add_parser("check", help="run the conformance suite on one implementation")
-    check.add_argument("impl", help="registered name or import path package.module:Class")
-    check.add_argument("--profile", choices=["dev", "ci", "thorough"], default="ci")
-    check.add_argument("--max-examples", type=int, default=None, help="examples per test")
-    check.add_argument("-n", dest="workers", type=int, default=0, help="parallel workers (pytest-xdist)")
-    check.add_argument("--seed", type=int, default=None, help="hypothesis seed, to reproduce a run")
-    check.add_argument("-v", "--verbose", action="store_true", help="full failure reports")
+    _suite_options(check)
+    check.add_argument("--reproducers", metavar="DIR", help="save each failure's reproducer script into DIR")
     check.set_defaults(func=_check)
+    rep = sub.add_parser("report", help="run the suite and write the conformance matrix (JSON and/or Markdown)")
+    _suite_options(rep)
+    rep.add_argument("--json", metavar="FILE", help="write the report as JSON (schema: conformance.report)")
+    rep.add_argument("--markdown", metavar="FILE", help="write the report as Markdown")
+    rep.set_defaults(func=_report)
     lister = sub.add_parser("list", help="registered implementations and their capabilities")
     lister.set_defaults(func=_list)
     args = parser.parse_args(argv)

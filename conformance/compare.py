@@ -30,7 +30,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["GROWTH", "Mismatch", "Tolerance", "compare_values", "floor", "tolerance"]
+__all__ = ["GROWTH", "Mismatch", "Tolerance", "compare_values", "floor", "tolerance", "within"]
 
 EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
 GROWTH = 8.0
@@ -88,17 +88,24 @@ class Mismatch:
                 f"  {self.tolerance.describe()}")
 
 
+def within(actual: np.ndarray, oracle: np.ndarray, tol: Tolerance) -> np.ndarray:
+    """Element-wise: is each element of ``actual`` within ``tol`` of the oracle?"""
+    a = actual.astype(np.float64)
+    o = oracle.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        ok = np.abs(a - o) <= tol.atol + tol.rtol * np.abs(o)
+    return ok | (np.isnan(a) & np.isnan(o))  # NaN where the oracle is NaN is agreement
+
+
 def compare_values(name: str, actual: np.ndarray, oracle: np.ndarray, tol: Tolerance) -> Optional[Mismatch]:
     """Compare same-shaped arrays element-wise; ``None`` when every element is within tolerance."""
+    bad = ~within(actual, oracle, tol)
+    if not bad.any():
+        return None
     a = actual.astype(np.float64)
     o = oracle.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         diff = np.abs(a - o)
-        ok = diff <= tol.atol + tol.rtol * np.abs(o)
-        ok |= np.isnan(a) & np.isnan(o)  # NaN where the oracle is NaN is agreement
-        bad = ~ok
-        if not bad.any():
-            return None
         diff = np.where(np.isnan(diff), np.inf, diff)
         rel = np.where(o != 0, diff / np.abs(o), np.where(diff == 0, 0.0, np.inf))
     abs_at = np.unravel_index(int(np.argmax(diff)), diff.shape)

@@ -8,6 +8,7 @@ directory once the package is installed.  The conformance tests themselves live 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-from . import expected
+from . import expected, reproduce
 from .candidates import Candidate
 from .checks import Runner
+from .verdict import ConformanceFailure
 from .isolation import DEFAULT_TIMEOUT
 from .registry import ENV_VAR, ResolutionError, resolve
 
@@ -30,6 +32,8 @@ _CANDIDATE = pytest.StashKey[Candidate]()
 _EXPECTED = pytest.StashKey[tuple]()
 _PROFILE = pytest.StashKey[str]()
 NOTE = "lstm-conformance-note"
+EXAMPLES = "lstm-conformance-examples"
+FAILURE = "lstm-conformance-failure"
 
 
 def pytest_addoption(parser: Any) -> None:
@@ -49,14 +53,27 @@ def pytest_addoption(parser: Any) -> None:
                     help="skip expected failures instead of running them as xfail (faster)")
     group.addoption("--lstm-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                     help=f"per-case time limit for isolated cases (default {DEFAULT_TIMEOUT:g})")
+    group.addoption("--lstm-max-examples", type=int, default=None, metavar="N",
+                    help="examples per test, overriding the hypothesis profile's number")
+    group.addoption("--lstm-reproducers", default=None, metavar="DIR",
+                    help="also save each failure's reproducer script into DIR (each failure carries it anyway)")
 
 
+@pytest.hookimpl(trylast=True)  # after hypothesis' own plugin has loaded --hypothesis-profile
 def pytest_configure(config: Any) -> None:
     config.addinivalue_line("markers", "stress: stress tier, run only with --lstm-stress")
     profile = config.getoption("hypothesis_profile", None)
     if not profile:
         profile = "ci" if os.environ.get("CI") else "dev"
         settings.load_profile(profile)
+    changes: dict[str, Any] = {}
+    if config.getoption("hypothesis_seed", None) is not None and settings.default.derandomize:
+        changes["derandomize"] = False  # hypothesis derandomizes when CI is set: the user's seed must count
+    if config.getoption("lstm_max_examples"):
+        changes["max_examples"] = config.getoption("lstm_max_examples")
+    if changes:
+        settings.register_profile(f"{profile}-as-asked", parent=settings.default, **changes)
+        settings.load_profile(f"{profile}-as-asked")
     config.stash[_PROFILE] = profile
     config.pluginmanager.register(_Notes(), "lstm-conformance-notes")
     import torch
@@ -111,6 +128,49 @@ class _Notes:
             terminalreporter.write_line(f"{kind}: {len(texts)} case(s), e.g.")
             for text in texts[:3]:
                 terminalreporter.write_line(f"  {text}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: Any) -> Any:
+    """Count the examples a test ran, and attach a reproducer to each conformance failure."""
+    runner = getattr(item, "funcargs", {}).get("lstm_runner")
+    before = runner.calls if isinstance(runner, Runner) else 0
+    try:
+        return (yield)
+    except BaseException as exc:
+        candidate = item.config.stash.get(_CANDIDATE, None)
+        for failure in _conformance_failures(exc) if candidate is not None else []:
+            _attach_reproducer(item, candidate, failure)
+        raise
+    finally:
+        if isinstance(runner, Runner):
+            item.user_properties.append((EXAMPLES, runner.calls - before))
+
+
+def _conformance_failures(exc: BaseException) -> list[ConformanceFailure]:
+    if isinstance(exc, ConformanceFailure):
+        return [exc]
+    if isinstance(exc, BaseExceptionGroup):  # hypothesis reports several distinct bugs as a group
+        return [f for inner in exc.exceptions for f in _conformance_failures(inner)]
+    return []
+
+
+def _attach_reproducer(item: Any, candidate: Candidate, failure: ConformanceFailure) -> None:
+    test_id = expected.short_id(item.nodeid)
+    source = reproduce.script(candidate.name, failure, test_id, repeat=failure.repeat)
+    saved = ""
+    folder = item.config.getoption("lstm_reproducers")
+    if folder:
+        path = Path(folder) / (re.sub(r"[^A-Za-z0-9_.-]+", "_", test_id.removesuffix("]")) + ".py")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(source)
+            saved = f" (saved as {path})"
+        except OSError as exc:
+            saved = f" (could not be saved: {exc.strerror} for {path})"
+    failure.add_note(f"\nReproducer{saved}: save it as repro.py and run `python repro.py` from this folder; "
+                     f"it exits 1 while this divergence persists and 0 once it is fixed.\n\n{source}")
+    item.user_properties.append((FAILURE, {"summary": failure.summary(), "reproducer": source}))
 
 
 @pytest.hookimpl(tryfirst=True)  # before -k/-m deselect, so entries for deselected tests are not "stale"

@@ -26,6 +26,14 @@ def _forked_record(function: Any, *args: Any) -> errors.CallRecord:
     raise RuntimeError(value)
 
 
+# issue 6 (speed): a fork of a process holding torch costs ~10 ms of kernel time here, 95% of an
+# invalid call's cost.  Only invalid *packed* calls reach torch's kernel unchecked and corrupt its heap
+# (pytorch/pytorch#173946); a dense invalid call is rejected by torch's checks before any kernel work,
+# so it runs in this worker directly.  A crash there still fails only that case: the worker is replaced.
+def _needs_fork(case: Any) -> bool:
+    return case.call.packed
+
+
 def _operations() -> dict:
     candidates: dict[str, Any] = {}
 
@@ -36,16 +44,21 @@ def _operations() -> dict:
 
     def record_candidate(spec: str, case: Any) -> errors.CallRecord:
         # a drop-in is torch code too (fork-safe); an adapter may hold threads (JAX) that fork would break
-        if candidate(spec).kind == "drop-in":
+        if candidate(spec).kind == "drop-in" and _needs_fork(case):
             return _forked_record(errors.record_candidate, candidate(spec), case)
         return errors.record_candidate(candidate(spec), case)
+
+    def record_reference(case: Any) -> errors.CallRecord:
+        if _needs_fork(case):
+            return _forked_record(errors.record_reference, case)
+        return errors.record_reference(case)
 
     return {
         # torch corrupts its heap on some invalid packed calls and dies later: each such call
         # gets a forked child of its own (torch runs single-threaded here, so fork is safe)
-        "reference": lambda case: _forked_record(errors.record_reference, case),
+        "reference": record_reference,
         "candidate": record_candidate,
-        "forward": lambda spec, case, repeat: checks.check_forward(candidate(spec), case, repeat),
+        "forward": lambda spec, case, repeat, diagnose=False: checks.check_forward(candidate(spec), case, repeat, diagnose),
         "ping": lambda: "pong",
     }
 

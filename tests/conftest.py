@@ -13,11 +13,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run_pytest(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run pytest in a fresh interpreter, as a user would, with the repository importable."""
-    environ = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
+    """Run pytest in a fresh interpreter, as a user would, with the repository importable.
+
+    An ``env`` value of ``None`` removes that variable."""
+    environ = dict(os.environ, PYTHONPATH=str(REPO))
     environ.pop("PYTEST_XDIST_WORKER", None)
     environ.pop("LSTM_CONFORMANCE_IMPL", None)
-    environ.update(env or {})
+    for key, value in (env or {}).items():
+        if value is None:
+            environ.pop(key, None)
+        else:
+            environ[key] = value
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd,
                           env=environ, capture_output=True, text=True, timeout=timeout)
 

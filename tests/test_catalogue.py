@@ -11,6 +11,7 @@ import pytest
 
 from tests.ports.broken import CATALOGUE, CORRECT
 from tests.ports.broken_errors import ERROR_CATALOGUE
+from tests.test_diagnosis import DIAGNOSES
 
 BROKEN = {name: f"tests.ports.broken:{cls.__name__}" for name, cls in CATALOGUE.items()}
 BROKEN.update({name: f"tests.ports.broken_errors:{cls.__name__}" for name, cls in ERROR_CATALOGUE.items()})
@@ -37,9 +38,14 @@ def test_catalogue_is_large_and_documented() -> None:
 
 @pytest.mark.parametrize("name", list(BROKEN))
 def test_broken_port_is_flagged(suite_runner, name: str) -> None:
+    """Flagged, with a reproducer, and (on the minimal case hypothesis reports) the right hint."""
     result = suite_runner(f"--lstm-impl={BROKEN[name]}", "--hypothesis-profile=ci", "-x", "-q")
     assert result.returncode == 1, f"{name} was not flagged:\n{result.stdout[-3000:]}"
     assert "does not match torch.nn.LSTM" in result.stdout, result.stdout[-3000:]
+    assert "Reproducer" in result.stdout and "sys.exit(main(IMPLEMENTATION, CASE" in result.stdout
+    if name in DIAGNOSES:
+        hint = DIAGNOSES[name][2]
+        assert f"[{hint}]" in result.stdout, f"{name}: expected the hint [{hint}]:\n{result.stdout[-6000:]}"
 
 
 @pytest.mark.parametrize("name", list(GOOD))

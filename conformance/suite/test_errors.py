@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.candidates import Candidate
-from conformance.checks import Runner, check_packing_error
+from conformance.checks import Runner
 from conformance.strategies import (CALL_FAULTS, PACKED_CALL_FAULTS, bad_call_cases, bad_constructor_cases,
                                     bad_packing_calls, call_fault_requirements)
 
@@ -66,7 +66,7 @@ PACKING_ATTRIBUTE = "lstm_conformance_packing"
 
 
 @given(data=st.data())
-def test_packing_errors_match_torch(lstm_candidate: Candidate, request: pytest.FixtureRequest,
+def test_packing_errors_match_torch(lstm_candidate: Candidate, lstm_runner: Runner, request: pytest.FixtureRequest,
                                     data: st.DataObject) -> None:
     """A port's own pack_padded_sequence / pack_sequence reject bad lengths as torch's do."""
     functions = getattr(lstm_candidate.target, PACKING_ATTRIBUTE, None)
@@ -74,4 +74,4 @@ def test_packing_errors_match_torch(lstm_candidate: Candidate, request: pytest.F
         pytest.skip(f"{lstm_candidate.name} provides no packing functions of its own "
                     f"(a port that does names them in a class attribute `{PACKING_ATTRIBUTE}`)")
     call = data.draw(bad_packing_calls(), label="packing call")
-    _note(request, check_packing_error(lstm_candidate, call, functions))
+    _note(request, lstm_runner.packing(call, functions))

@@ -1,0 +1,212 @@
+"""The conformance matrix: one row per feature or axis value, with its status and examples run.
+
+:func:`run_suite` runs the pytest suite on one implementation and collects every test's result;
+:func:`matrix` folds the results into rows; :func:`to_json` and :func:`to_markdown` write them.
+
+JSON schema (``SCHEMA_VERSION`` 1)::
+
+    {
+      "schema": 1,
+      "implementation": "numpy",                 # as named on the command line
+      "path": "implementations.numpy_lstm:NumpyLSTM",
+      "kind": "adapter" | "drop-in",
+      "torch_version": "2.13.0+cpu",
+      "hypothesis_profile": "ci",
+      "features": [{"name": "batch_first", "status": STATUS, "examples": 30}, ...],
+      "failures": [{"feature": "bidirectional", "test": "test_conformance.py::...",
+                    "summary": "one line", "reproducer": "python source, or null"}],
+      "tests": [{"test": "test_conformance.py::...", "feature": "...", "status": STATUS,
+                 "examples": 30, "detail": "skip or xfail reason"}]
+    }
+
+``STATUS`` is one of ``passed``, ``failed``, ``unsupported`` (the implementation declares it
+lacks the feature), ``expected failure`` (listed in its expected-failures file) and ``not run``
+(not applicable to this kind of implementation, or a tier not asked for).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+__all__ = ["SCHEMA_VERSION", "STATUSES", "Collector", "Row", "TestResult", "matrix", "run_suite",
+           "to_json", "to_markdown"]
+
+SCHEMA_VERSION = 1
+STATUSES = ("passed", "failed", "unsupported", "expected failure", "not run")
+
+#: Error tests are many (one per fault); the matrix folds each test function into one row.
+_ERROR_ROWS = {
+    "test_constructor_errors_match_torch": "errors: constructor arguments",
+    "test_call_errors_match_torch": "errors: forward call",
+    "test_packed_call_errors_match_torch": "errors: packed call",
+    "test_packing_errors_match_torch": "errors: packing functions",
+}
+_OTHER_ROWS = {
+    "test_second_call_gives_the_same_result": "repeated calls",
+    "test_stress_matches_torch": "stress (large weights, long sequences)",
+}
+
+
+@dataclass
+class TestResult:
+    """One test's result, as the collector saw it."""
+
+    test: str  # short id: test_conformance.py::test_matches_torch[batch_first]
+    feature: str
+    status: str
+    examples: int = 0
+    detail: str = ""
+    failures: list[dict] = field(default_factory=list)  # {"summary", "reproducer"} per conformance failure
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    status: str
+    examples: int
+
+
+def feature_of(test_id: str) -> str:
+    """The matrix row of a test: its focus for value tests, a group for error tests."""
+    name = test_id.partition("::")[2]
+    function, _, param = name.partition("[")
+    if function == "test_matches_torch":
+        return param.rstrip("]")
+    return _ERROR_ROWS.get(function) or _OTHER_ROWS.get(function) or function
+
+
+def _status(report: Any) -> tuple[str, str]:
+    if hasattr(report, "wasxfail"):
+        return ("expected failure", report.wasxfail) if report.skipped else ("passed", "expected failure did not occur")
+    if report.skipped:
+        reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
+        reason = reason.removeprefix("Skipped: ")
+        if reason.startswith("expected failure"):
+            return "expected failure", reason
+        if "declares no support" in reason:
+            return "unsupported", reason
+        return "not run", reason
+    if report.failed:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        return "failed", (crash.message if crash is not None else str(report.longrepr)).splitlines()[0]
+    return "passed", ""
+
+
+class Collector:
+    """A pytest plugin object that records each test's result (works under pytest-xdist too)."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, TestResult] = {}
+
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        from .expected import short_id
+        from .plugin import EXAMPLES, FAILURE
+
+        if report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
+            return
+        test = short_id(report.nodeid)
+        status, detail = _status(report)
+        examples = sum(v for k, v in report.user_properties if k == EXAMPLES)
+        failures = [v for k, v in report.user_properties if k == FAILURE] if status == "failed" else []
+        self.results[test] = TestResult(test, feature_of(test), status, int(examples), detail, failures)
+
+
+def run_suite(implementation: str, pytest_args: list[str], collector: Collector) -> tuple[int, float]:
+    """Run the conformance suite in this process; return (pytest's exit code, seconds)."""
+    import pytest
+
+    args = ["--pyargs", "conformance.suite", f"--lstm-impl={implementation}", "-p", "no:cacheprovider",
+            "-W", "ignore::pytest.PytestAssertRewriteWarning", *pytest_args]
+    started = time.perf_counter()
+    code = pytest.main(args, plugins=[collector])
+    return int(code), time.perf_counter() - started
+
+
+def _fold(statuses: list[str]) -> str:
+    for status in ("failed", "expected failure", "passed", "unsupported"):
+        if status in statuses:
+            return status
+    return "not run"
+
+
+def _order(feature: str) -> tuple[int, int]:
+    from .strategies import FOCI
+
+    known = [*FOCI, *_OTHER_ROWS.values(), *_ERROR_ROWS.values()]
+    return (0, known.index(feature)) if feature in known else (1, 0)
+
+
+def matrix(results: dict[str, TestResult]) -> list[Row]:
+    """One row per feature, in the suite's order (focused value tests first, then errors)."""
+    grouped: dict[str, list[TestResult]] = {}
+    for result in results.values():
+        grouped.setdefault(result.feature, []).append(result)
+    return [Row(name, _fold([r.status for r in grouped[name]]), sum(r.examples for r in grouped[name]))
+            for name in sorted(grouped, key=_order)]
+
+
+def failures(results: dict[str, TestResult]) -> list[dict]:
+    out = []
+    for result in results.values():
+        if result.status != "failed":
+            continue
+        found = result.failures or [{"summary": result.detail, "reproducer": None}]
+        out += [{"feature": result.feature, "test": result.test, **f} for f in found]
+    return out
+
+
+def document(implementation: str, candidate: Any, profile: str, results: dict[str, TestResult]) -> dict:
+    """The report as the JSON schema above describes it."""
+    import torch
+
+    return {
+        "schema": SCHEMA_VERSION,
+        "implementation": implementation,
+        "path": getattr(candidate, "path", ""),
+        "kind": getattr(candidate, "kind", ""),
+        "torch_version": torch.__version__,
+        "hypothesis_profile": profile,
+        "features": [asdict(row) for row in matrix(results)],
+        "failures": failures(results),
+        "tests": [{k: v for k, v in asdict(r).items() if k != "failures"} for r in results.values()],
+    }
+
+
+def to_json(doc: dict) -> str:
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def to_markdown(doc: dict) -> str:
+    lines = [f"# Conformance of `{doc['implementation']}` to torch.nn.LSTM", "",
+             f"torch {doc['torch_version']}, hypothesis profile `{doc['hypothesis_profile']}`, "
+             f"{doc['kind']} `{doc['path']}`.", "",
+             "| feature | status | examples |", "|---|---|---|"]
+    lines += [f"| {row['name']} | {row['status']} | {row['examples']} |" for row in doc["features"]]
+    if doc["failures"]:
+        lines += ["", "## Failures", ""]
+        for failure in doc["failures"]:
+            lines += [f"### {failure['feature']}: `{failure['test']}`", "", failure["summary"], ""]
+            if failure["reproducer"]:
+                lines += ["```python", failure["reproducer"].rstrip(), "```", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def check_writable(path: Optional[str]) -> Optional[str]:
+    """A one-line reason why ``path`` cannot be written, or None."""
+    if path is None:
+        return None
+    target = Path(path)
+    if target.is_dir():
+        return f"cannot write {path}: it is a folder"
+    if not target.parent.is_dir():
+        return f"cannot write {path}: folder {target.parent} does not exist"
+    try:
+        with open(target, "a"):
+            pass
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror}"
+    return None
