@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 from . import expected, reproduce
 from .candidates import Candidate
@@ -23,7 +23,9 @@ from .verdict import ConformanceFailure
 from .isolation import DEFAULT_TIMEOUT
 from .registry import ENV_VAR, ResolutionError, resolve
 
-_COMMON = dict(deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+# no "explain" phase: its "lines always and only run by failing test cases" point into the suite, not the port
+_COMMON = dict(deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow],
+               phases=[phase for phase in Phase if phase is not Phase.explain])
 settings.register_profile("dev", max_examples=8, **_COMMON)
 settings.register_profile("ci", max_examples=30, **_COMMON)
 settings.register_profile("thorough", max_examples=300, **_COMMON)
