@@ -1,9 +1,10 @@
 """The ``lstm-conformance`` command: ``check`` an implementation, ``report`` its conformance
-matrix, ``list`` what is registered."""
+matrix, ``table`` several reports side by side, ``list`` what is registered."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -82,6 +83,29 @@ def _report(args: argparse.Namespace) -> int:
     return code
 
 
+def _table(args: argparse.Namespace) -> int:
+    docs = []
+    for path in args.reports:
+        try:
+            doc = json.loads(Path(path).read_text())
+            if doc.get("schema") != report.SCHEMA_VERSION or "features" not in doc:
+                raise ValueError(f"not an lstm-conformance report (schema {report.SCHEMA_VERSION})")
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            print(f"lstm-conformance: error: cannot read report {path}: {reason}", file=sys.stderr)
+            return 2
+        docs.append(doc)
+    text = report.port_table(docs)
+    if args.markdown:
+        problem = report.check_writable(args.markdown)
+        if problem:
+            print(f"lstm-conformance: error: {problem}", file=sys.stderr)
+            return 2
+        Path(args.markdown).write_text(text)
+    print(text, end="")
+    return 0
+
+
 def _summary(results: dict[str, report.TestResult], elapsed: float) -> None:
     if not results:
         return
@@ -141,6 +165,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     rep.add_argument("--json", metavar="FILE", help="write the report as JSON (schema: conformance.report)")
     rep.add_argument("--markdown", metavar="FILE", help="write the report as Markdown")
     rep.set_defaults(func=_report)
+    table = sub.add_parser("table", help="one Markdown table, feature x implementation, from report JSON files")
+    table.add_argument("reports", nargs="+", metavar="REPORT.json")
+    table.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
+    table.set_defaults(func=_table)
     lister = sub.add_parser("list", help="registered implementations and their capabilities")
     lister.set_defaults(func=_list)
     args = parser.parse_args(argv)

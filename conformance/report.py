@@ -195,6 +195,29 @@ def to_markdown(doc: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+_MARKS = {"passed": "passed", "failed": "**failed**", "unsupported": "unsupported",
+          "expected failure": "expected failure", "not run": "not run"}
+
+
+def port_table(docs: list[dict]) -> str:
+    """A Markdown table, feature x implementation, from several reports' JSON documents."""
+    names = [doc["implementation"] for doc in docs]
+    features: list[str] = []
+    for doc in docs:
+        features += [row["name"] for row in doc["features"] if row["name"] not in features]
+    status = [{row["name"]: row["status"] for row in doc["features"]} for doc in docs]
+    lines = ["| feature | " + " | ".join(f"`{name}`" for name in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for feature in sorted(features, key=_order):
+        cells = [_MARKS.get(s.get(feature, "not run"), s.get(feature, "not run")) for s in status]
+        lines.append(f"| {feature} | " + " | ".join(cells) + " |")
+    versions = sorted({doc["torch_version"] for doc in docs})
+    profiles = sorted({doc["hypothesis_profile"] for doc in docs})
+    lines += ["", f"torch {', '.join(versions)}; hypothesis profile {', '.join(profiles)}; "
+                  "made by `lstm-conformance table` from `lstm-conformance report --json` files."]
+    return "\n".join(lines) + "\n"
+
+
 def check_writable(path: Optional[str]) -> Optional[str]:
     """A one-line reason why ``path`` cannot be written, or None."""
     if path is None:

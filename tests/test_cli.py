@@ -58,6 +58,11 @@ def test_report_on_a_port_never_seen_gives_a_matrix_and_a_reproducer_that_exits_
     assert replay.returncode == 1, replay.stdout + replay.stderr
     markdown = (tmp_path / "out.md").read_text()
     assert "| feature | status | examples |" in markdown and "```python" in markdown
+    table = _cli("table", "out.json", "--markdown", "table.md", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    lines = (tmp_path / "table.md").read_text().splitlines()
+    assert lines[0] == "| feature | `new_port:TanhOutputGate` |"
+    assert "| batch_first | **failed** |" in lines and "| errors: forward call | passed |" in lines
 
 
 @pytest.mark.parametrize("args, message", [
@@ -67,6 +72,7 @@ def test_report_on_a_port_never_seen_gives_a_matrix_and_a_reproducer_that_exits_
     (["check", "numpy", "--profile", "fast"], "invalid choice: 'fast'"),
     (["check", "numpy", "--bogus"], "unrecognized arguments: --bogus"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["table", "missing.json"], "cannot read report missing.json"),
 ])
 def test_bad_input_is_a_one_line_error(tmp_path: Path, args: list[str], message: str) -> None:
     result = _cli(*args, cwd=tmp_path)
