@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 from .adapters import Adapter, Capabilities
 from .arrays import LSTMConfig, PackedArrays
 from .outcome import Outcome, from_arrays, from_torch
+from .timing import timed  # lstm-conformance bench (issue 6): times the forward call only
 
 __all__ = ["Candidate", "CandidateError", "make_candidate"]
 
@@ -56,10 +57,12 @@ class Candidate:
         """One forward call, as the port receives it; returns what the port returned."""
         if self.kind == "drop-in":
             instance.train(training)
-            return instance(*args)
+            with timed("candidate"):
+                return instance(*args)
         np_args = [_to_arrays(a) for a in args]
         x, hx = np_args[0], (np_args[1] if len(np_args) > 1 else None)
-        return instance.forward(x, hx, training=training)
+        with timed("candidate"):
+            return instance.forward(x, hx, training=training)
 
     def outcome(self, result: Any, packed: bool) -> Outcome:
         """Check the structure of a result and convert it; raises StructureError."""

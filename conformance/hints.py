@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 import numpy as np
@@ -53,7 +53,6 @@ class Evidence:
     problems: list[Problem]
     location: Optional[Location] = None
     focus: Optional[Run] = None
-    _state: dict = field(default_factory=dict)
 
     @property
     def config(self):  # noqa: ANN201 - LSTMConfig

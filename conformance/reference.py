@@ -15,6 +15,7 @@ from typing import Any
 
 from .case import Case
 from .outcome import Outcome, from_torch
+from .timing import timed  # lstm-conformance bench (issue 6): times the forward calls only
 
 __all__ = ["Expected", "expected_for", "to_float64"]
 
@@ -45,11 +46,13 @@ def to_float64(value: Any) -> Any:
     return value
 
 
-def _call(model: Any, args: tuple, packed: bool) -> Outcome:
+def _call(model: Any, args: tuple, packed: bool, label: str = "reference") -> Outcome:
     with warnings.catch_warnings():
         # torch warns once per process that projections bypass oneDNN; it says nothing about the case.
         warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
-        return from_torch(model(*args), packed, where="torch.nn.LSTM")
+        with timed(label):  # bench: "reference" (torch) or "oracle" (its float64 evaluation)
+            result = model(*args)
+        return from_torch(result, packed, where="torch.nn.LSTM")
 
 
 def expected_for(case: Case) -> Expected:
@@ -62,5 +65,5 @@ def expected_for(case: Case) -> Expected:
         oracle = reference
     else:
         model64 = copy.deepcopy(model).double()
-        oracle = _call(model64, to_float64(args), packed)
+        oracle = _call(model64, to_float64(args), packed, "oracle")
     return Expected(model, args, reference, oracle, caught)

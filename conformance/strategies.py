@@ -9,6 +9,7 @@ ties) are drawn occasionally everywhere, and always in the focused tests of :dat
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any, Callable, Iterable, Optional
 
 from hypothesis import assume
@@ -23,24 +24,34 @@ __all__ = ["FOCI", "cases", "focus_cases", "input_sizes", "hidden_sizes", "num_l
            "bad_call_cases", "bad_packing_calls", "CALL_FAULTS", "PACKED_CALL_FAULTS", "call_fault_requirements"]
 
 
+# issue 6 (speed): the axis strategies are built once and reused (lru_cache), not rebuilt for every
+# draw: hypothesis validates each new strategy object, which was a third of the cost of drawing a case.
+# The strategies, and so the cases drawn for a given seed, are exactly the same.
+_cached = lru_cache(maxsize=None)
+
+
 def _occasionally(common: st.SearchStrategy, rare: st.SearchStrategy) -> st.SearchStrategy:
     """``rare`` one draw in ten, else ``common``; shrinks towards ``common``."""
     return st.integers(0, 9).flatmap(lambda k: rare if k == 9 else common)
 
 
+@_cached
 def input_sizes() -> st.SearchStrategy[int]:
     return _occasionally(st.integers(1, 8), st.integers(9, 40))
 
 
+@_cached
 def hidden_sizes() -> st.SearchStrategy[int]:
     """Mostly small (1 included), occasionally above 64 where kernels tile differently."""
     return _occasionally(st.integers(1, 12), st.integers(65, 80))
 
 
+@_cached
 def num_layers() -> st.SearchStrategy[int]:
     return st.integers(1, 4)
 
 
+@_cached
 def proj_sizes(hidden_size: int) -> st.SearchStrategy[int]:
     """0 (no projection) or 1 .. hidden_size - 1."""
     if hidden_size < 2:
@@ -48,35 +59,61 @@ def proj_sizes(hidden_size: int) -> st.SearchStrategy[int]:
     return st.one_of(st.just(0), st.integers(1, hidden_size - 1))
 
 
+@_cached
 def _probabilities() -> st.SearchStrategy[float]:
     return st.floats(0.05, 0.95).map(lambda p: round(p, 3))
 
 
+@_cached
 def dropouts() -> st.SearchStrategy[float]:
     """0, a probability strictly between 0 and 1, or 1.0 (everything dropped)."""
     return st.one_of(st.just(0.0), _probabilities(), st.just(1.0))
 
 
+@_cached
 def seq_lens() -> st.SearchStrategy[int]:
     """1, short, and occasionally 100 or more."""
     return _occasionally(st.integers(1, 6), st.integers(100, 130))
 
 
+@_cached
 def batch_sizes() -> st.SearchStrategy[int]:
     """1, small, and occasionally 17 or more (torch.sort reorders tied lengths from 17 on)."""
     return _occasionally(st.integers(1, 4), st.integers(17, 24))
 
 
+@_cached
 def seeds() -> st.SearchStrategy[int]:
     return st.integers(0, 2**16 - 1)
 
 
+@_cached
+def _sampled(values: tuple) -> st.SearchStrategy:
+    return st.sampled_from(values)
+
+
+@_cached
+def _length_others(max_len: int) -> st.SearchStrategy:
+    return st.lists(st.integers(1, max_len), max_size=2, unique=True)
+
+
+@_cached
+def _lengths_from(pool: tuple, count: int) -> st.SearchStrategy:
+    return st.lists(_sampled(pool), min_size=count, max_size=count)
+
+
+@_cached
+def _dropped() -> st.SearchStrategy[float]:
+    return st.one_of(_probabilities(), st.just(1.0))
+
+
+@_cached
 @st.composite
 def lengths_lists(draw: Any, batch: int, max_len: int, sorted_desc: bool) -> tuple[int, ...]:
     """Per-sequence lengths, the longest being ``max_len``, from a small pool so ties are common."""
-    others = draw(st.lists(st.integers(1, max_len), max_size=2, unique=True))
+    others = draw(_length_others(max_len))
     pool = sorted({max_len, *others}, reverse=True)
-    lengths = draw(st.lists(st.sampled_from(pool), min_size=batch - 1, max_size=batch - 1))
+    lengths = draw(_lengths_from(tuple(pool), batch - 1))
     position = draw(st.integers(0, batch - 1))
     lengths.insert(position, max_len)
     return tuple(sorted(lengths, reverse=True)) if sorted_desc else tuple(lengths)
@@ -117,12 +154,12 @@ def cases(
                   else num_layers() if "multi_layer" in allowed else st.just(1))
     proj = draw(st.integers(1, hidden - 1) if "proj_size" in required
                 else proj_sizes(hidden) if "proj_size" in allowed and not same_state else st.just(0))
-    model_dtype = dtype or draw(st.sampled_from(sorted(capabilities.dtypes, key=["float32", "float64"].index)))
+    model_dtype = dtype or draw(_sampled(tuple(sorted(capabilities.dtypes, key=["float32", "float64"].index))))
     # -- the mode: a random dropout mask needs the "dropout" capability
     is_training = training if training is not None else ("dropout" in required or draw(st.booleans()))
     can_drop = "dropout" in allowed and is_training
     if dropout is None:
-        dropout = (st.one_of(_probabilities(), st.just(1.0)) if "dropout" in required
+        dropout = (_dropped() if "dropout" in required
                    else dropouts() if (can_drop or not is_training) else st.just(0.0))
     drop = draw(dropout)
     config = LSTMConfig(
@@ -149,20 +186,20 @@ def cases(
         if batch_size == 0:
             excluded.add("packed")  # an empty batch cannot be packed
         forms = ["dense"] + [f for f in ("packed", "unbatched") if f in allowed and f not in excluded]
-        form = draw(st.sampled_from(forms))
+        form = draw(_sampled(tuple(forms)))
     length = draw(seq_lens() if seq_len is None else seq_len)
     n = None if form == "unbatched" else batch_size
     call_kwargs: dict[str, Any] = {}
     if form == "packed":
         enforce_sorted = not _flag(draw, "packed_unsorted", allowed, required)
         lengths = draw(lengths_lists(n, length, sorted_desc=enforce_sorted))
-        call_kwargs = dict(packing=draw(st.sampled_from(PACKINGS)), lengths=lengths,
+        call_kwargs = dict(packing=draw(_sampled(PACKINGS)), lengths=lengths,
                            enforce_sorted=enforce_sorted)
         length = max(lengths)
     elif "noncontiguous" in required:
-        call_kwargs["layout"] = draw(st.sampled_from(LAYOUTS[1:]))
+        call_kwargs["layout"] = draw(_sampled(LAYOUTS[1:]))
     elif "noncontiguous" in allowed:
-        call_kwargs["layout"] = draw(st.sampled_from(LAYOUTS))
+        call_kwargs["layout"] = draw(_sampled(LAYOUTS))
     call = Call(
         seq_len=length, batch=n,
         with_hx=same_state or _flag(draw, "initial_state", allowed, required),
@@ -209,6 +246,7 @@ def focus_requirements(focus: str) -> tuple[set[str], Optional[str]]:
     return set(spec.get("require", ())), spec.get("dtype")
 
 
+@_cached
 def focus_cases(capabilities: Capabilities, focus: str) -> st.SearchStrategy[Case]:
     """Cases for one entry of :data:`FOCI`, restricted to what the port declares."""
     return cases(capabilities, **FOCI[focus])
@@ -230,11 +268,17 @@ BAD_CONSTRUCTOR_ARGUMENTS: tuple[tuple[str, Any], ...] = (
 )
 
 
+@_cached
+def _constructor_base(capabilities: Capabilities) -> st.SearchStrategy[Case]:
+    return cases(capabilities, training=False, hidden_size=st.integers(2, 8))
+
+
+@_cached
 @st.composite
 def bad_constructor_cases(draw: Any, capabilities: Capabilities = Capabilities()) -> Case:
     """A case whose constructor arguments torch rejects (type or range)."""
-    base = draw(cases(capabilities, training=False, hidden_size=st.integers(2, 8)))
-    name, value = draw(st.sampled_from(BAD_CONSTRUCTOR_ARGUMENTS))
+    base = draw(_constructor_base(capabilities))
+    name, value = draw(_sampled(BAD_CONSTRUCTOR_ARGUMENTS))
     if value == "hidden_size":
         value = base.config.hidden_size
     elif value == "hidden_size + 1":
@@ -314,12 +358,18 @@ def call_fault_requirements(name: str, packed: bool = False) -> set[str]:
     return set(fault.require) | ({"initial_state"} if fault.target == "hx" else set()) | ({"packed"} if packed else set())
 
 
+@_cached
+def _fault_base(fault: str, capabilities: Capabilities, packed: bool) -> st.SearchStrategy[Case]:
+    return cases(capabilities, require=call_fault_requirements(fault, packed), training=False,
+                 seq_len=st.integers(1, 5), batch=st.integers(2, 4) if CALL_FAULTS[fault].batched else None)
+
+
+@_cached
 @st.composite
 def bad_call_cases(draw: Any, fault: str, capabilities: Capabilities = Capabilities(), packed: bool = False) -> Case:
     """A valid model with the named bad call (see :data:`CALL_FAULTS`), dense or packed."""
     spec = CALL_FAULTS[fault]
-    base = draw(cases(capabilities, require=call_fault_requirements(fault, packed), training=False,
-                      seq_len=st.integers(1, 5), batch=st.integers(2, 4) if spec.batched else None))
+    base = draw(_fault_base(fault, capabilities, packed))
     if not packed and base.call.packed:
         base = replace(base, call=replace(base.call, packing=None, lengths=None, enforce_sorted=True))
     if spec.target == "input" and base.call.layout == "sliced" and fault.startswith("input has one feature"):

@@ -18,8 +18,15 @@ Weight mapping, per layer and direction (Keras's gate order i, f, c, o is torch'
 
 What it lacks: ``proj_size`` (no projection in Keras's LSTM) and inter-layer dropout (Keras's
 ``dropout=`` argument is a per-layer input dropout with one mask for all steps, not torch's
-dropout between layers).  float64 is declared because Keras builds float64 layers; its known defect
-is that the torch backend runs float64 matmuls in float32 (keras-team/keras#23704).
+dropout between layers).
+
+float64 is **not declared**.  Keras builds float64 LSTM layers and returns float64 tensors, but on
+the torch backend ``ops.matmul`` of two float64 tensors computes in float32 (keras-team/keras#23704),
+so a float64 model is only float32-accurate: about 1e-8 from the float64 oracle where the suite
+allows 5e-12.  Every generated case may be float64, so declaring it would make every test of the
+suite fail on this one defect (or, listed as expected failures, hide any other); declared absent,
+float64 is reported as unsupported, and ``tests/test_real_ports.py`` checks that the defect is still
+there (it fails once Keras computes float64 in float64, the signal to declare it again).
 """
 
 from __future__ import annotations
@@ -31,13 +38,19 @@ from typing import ClassVar, Mapping, Optional
 
 import numpy as np
 
-if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != "torch":  # pragma: no cover
-    raise ImportError("keras was already imported with a backend other than torch; "
+from implementations._extras import missing_port
+
+_loaded = sys.modules.get("keras")
+if _loaded is not None and getattr(getattr(_loaded, "backend", None), "backend", lambda: "torch")() != "torch":
+    raise ImportError(f"keras was already imported with the {_loaded.backend.backend()} backend; "
                       "implementations.keras_lstm needs KERAS_BACKEND=torch set before keras is imported")
 os.environ["KERAS_BACKEND"] = "torch"
 os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="keras-home-"))
 
-import keras  # noqa: E402
+try:
+    import keras
+except ImportError as exc:
+    raise missing_port("keras", exc) from None
 
 from conformance.adapters import Adapter, ArrayInput, ArrayResult, Capabilities  # noqa: E402
 from conformance.arrays import LSTMConfig, PackedArrays, padded_to_packed  # noqa: E402
@@ -49,7 +62,9 @@ __all__ = ["KerasLSTM"]
 class KerasLSTM(Adapter):
     """torch.nn.LSTM checked against Keras 3's LSTM layer (torch backend, no cuDNN)."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(errors="raises").without("proj_size", "dropout")
+    capabilities: ClassVar[Capabilities] = Capabilities(dtypes={"float32"}, errors="raises").without(
+        "proj_size", "dropout")
+    expected_failures = "expected/keras.txt"
 
     def __init__(self, config: LSTMConfig, weights: Mapping[str, np.ndarray]) -> None:
         super().__init__(config, weights)

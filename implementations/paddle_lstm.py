@@ -18,7 +18,14 @@ Calls: ``initial_states`` is ``(h0, c0)`` in torch's layout, handed over in the 
 structure (Paddle checks it); packed input goes in as a padded time-major batch with
 ``sequence_length`` (Paddle's own mechanism); unbatched input gets a batch axis of one here.
 
-What it lacks: nothing torch's LSTM has; everything is declared.
+What it lacks: ``bias=False``.  Paddle builds the model, but its fused CPU kernel crashes the
+process (SIGSEGV in ``phi::RnnKernel``, ``DenseTensor::check_memory_size``) on the first call of a
+model without biases (PaddlePaddle/Paddle#70231, open).  Every generated case may have
+``bias=False``, so declaring it would make every test of the suite fail on this one defect (or,
+listed as expected failures, hide any other); declared absent (``no_bias``), it is reported as
+unsupported, and ``tests/test_real_ports.py`` checks that the crash is still there (it fails once
+Paddle runs such a model: the signal to declare ``no_bias`` again).  Everything else torch's LSTM
+has is declared, float64 and ``proj_size`` included.
 """
 
 from __future__ import annotations
@@ -30,7 +37,12 @@ import numpy as np
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ INFO lines ("pir interpreter ...")
 
-import paddle  # noqa: E402
+from implementations._extras import missing_port  # noqa: E402
+
+try:
+    import paddle
+except ImportError as exc:
+    raise missing_port("paddle", exc) from None
 
 from conformance.adapters import Adapter, ArrayInput, ArrayResult, Capabilities  # noqa: E402
 from conformance.arrays import LSTMConfig, PackedArrays, packed_to_padded, padded_to_packed  # noqa: E402
@@ -67,7 +79,8 @@ def _add_batch_axis(hx: Any) -> Any:
 class PaddleLSTM(Adapter):
     """torch.nn.LSTM checked against paddle.nn.LSTM."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(errors="raises")
+    capabilities: ClassVar[Capabilities] = Capabilities(errors="raises").without("no_bias")
+    expected_failures = "expected/paddle.txt"
 
     def __init__(self, config: LSTMConfig, weights: Mapping[str, np.ndarray]) -> None:
         super().__init__(config, weights)
