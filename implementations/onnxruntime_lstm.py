@@ -17,10 +17,14 @@ Weight mapping, per layer (both directions stacked on a leading axis of size D):
   layer's ``[L, N, D * H]`` input, and ``Y_h`` / ``Y_c`` of all layers are concatenated into torch's
   ``(num_layers * D, N, H)``.
 
-What it lacks: float64 (ONNX Runtime's CPU LSTM kernel is registered for float only; a double
-graph fails to load), ``proj_size`` (the operator has no projection), and dropout (the operator
-has none; a model is inference-only).  ``batch_first`` and unbatched input are layout changes
-done here in NumPy.
+What it lacks: float64 (a double graph loads, but ONNX Runtime's CPU LSTM kernel refuses to run
+it: "LSTM operator does not support double yet"), ``proj_size`` (the operator has no
+projection), and dropout (the operator has none; a model is inference-only).  ``batch_first`` and
+unbatched input are layout changes done here in NumPy.  The adapter checks only what splitting
+the stacked states per layer needs (``_layout.split_hx``: a pair of arrays of the right rank with
+``num_layers * D`` rows, which slicing would otherwise silently accept or drop); batch, feature and
+dtype mismatches are the operator's to reject.  Reshape keeps T and N from its input (no ``-1``),
+so a 0-step or 0-batch result reaches the suite as the LSTM node produced it.
 
 Sessions: one ``InferenceSession`` per model and call signature (with or without ``hx``, with or
 without ``sequence_lens``); the plain one is built in ``__init__``, the others on first use.  Time
