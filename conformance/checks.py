@@ -14,7 +14,7 @@ import numpy as np
 from .candidates import Candidate, CandidateError
 from .case import Case, PackingCall
 from .compare import compare_values, tolerance
-from .errors import CallRecord, judge_error, judge_warnings, python_warnings, record_packing
+from .errors import UNSTABLE_PACKED_FAULTS, CallRecord, judge_error, judge_warnings, python_warnings, record_packing
 from .isolation import DEFAULT_TIMEOUT, run_isolated
 from .outcome import Outcome, StructureError
 from .reference import Expected, expected_for
@@ -181,7 +181,9 @@ def check_error(candidate: Candidate, case: Case, timeout: float = DEFAULT_TIMEO
     reference = _isolated_record("reference", case)
     got = _isolated_record("candidate", candidate.path, case, timeout=timeout)
     strictness = candidate.capabilities.errors
-    verdict = judge_error(reference, got, strictness, case.fault.name if case.fault else "")
+    fault = case.fault.name if case.fault else ""
+    unstable = case.call.packed and fault in UNSTABLE_PACKED_FAULTS
+    verdict = judge_error(reference, got, strictness, fault, unstable)
     problems = verdict.problems + judge_warnings(reference, got, strictness)
     if problems:
         raise ConformanceFailure(candidate.name, case, problems)
@@ -223,6 +225,19 @@ class Runner:
     def __init__(self, candidate: Candidate, isolate: bool = True, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.candidate, self.isolate, self.timeout = candidate, isolate, timeout
         self.calls = 0  # examples run, for reports
+        self.expected: list = []  # ExpectedFailure entries with `when`, for the test now running
+        self.expected_seen: list[str] = []  # reasons of the failures they covered
+
+    def _expected(self, case: Any, check: Any) -> Any:
+        """Run ``check``; a failure that an expected-failure entry covers is recorded, not raised."""
+        try:
+            return check()
+        except ConformanceFailure:
+            entry = next((e for e in self.expected if e.covers(case)), None)
+            if entry is None:
+                raise
+            self.expected_seen.append(entry.reason)
+            return []
 
     def __repr__(self) -> str:
         return repr(self.candidate)
@@ -230,6 +245,11 @@ class Runner:
     def forward(self, case: Case, repeat: bool = False, diagnose: Optional[bool] = None) -> None:
         """:func:`check_forward`, isolated; ``diagnose`` defaults to "this is the example hypothesis reports"."""
         self.calls += 1
+        if self.expected:
+            return self._expected(case, lambda: self._forward(case, repeat, diagnose))
+        return self._forward(case, repeat, diagnose)
+
+    def _forward(self, case: Case, repeat: bool, diagnose: Optional[bool]) -> None:
         if diagnose is None:
             diagnose = _final_example()
         if not self.isolate:
@@ -248,7 +268,7 @@ class Runner:
     def error(self, case: Case) -> list[str]:
         """:func:`check_error` (always isolated)."""
         self.calls += 1
-        return check_error(self.candidate, case, self.timeout)
+        return self._expected(case, lambda: check_error(self.candidate, case, self.timeout))
 
     def packing(self, call: PackingCall, functions: Any) -> list[str]:
         """:func:`check_packing_error` (in-process: packing functions are plain Python)."""

@@ -123,15 +123,17 @@ def _summary(results: dict[str, report.TestResult], elapsed: float) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    for name, path in available().items():
+    names = available()
+    width = max(len(name) for name in names)
+    for name, path in names.items():
         try:
             candidate = resolve(name)
         except ResolutionError as exc:
-            print(f"{name:<12} {path}\n    cannot load: {exc}")
+            print(f"{name:<{width}}  {path}\n    cannot load: {exc}")
             continue
         caps = candidate.capabilities
         lacks = sorted(set(FEATURES) - caps.features)
-        print(f"{name:<12} {path} ({candidate.kind})")
+        print(f"{name:<{width}}  {path} ({candidate.kind})")
         print(f"    dtypes: {', '.join(sorted(caps.dtypes))}; errors: {caps.errors}; "
               f"unsupported: {', '.join(lacks) or 'nothing'}")
     return 0

@@ -8,10 +8,23 @@ A file lists test-id prefixes, one per line, each with its reason after ``#``::
 Ids are matched from the test file name on (``test_conformance.py::...``), so the same file works
 from the repository and from an installed package.  Matching tests are marked xfail (or skipped
 with ``--lstm-skip-expected-failures``); an entry that matches no collected test is warned about.
+
+A divergence tied to a property of the case rather than to one test (every float64 model, say)
+names the property after ``when``; then only failing examples with that property are expected,
+and the tests it touches still fail on any other divergence::
+
+    test_   when dtype=float64   # float64 matmuls run in float32: keras-team/keras#23704
+
+Properties are the fields of ``LSTMConfig`` and ``Call`` (``dtype``, ``bidirectional``,
+``num_layers``, ``batch_first``, ``proj_size``, ``with_hx``, ``packed``, ``unbatched``, ``batch``...),
+compared with ``=``, ``!=``, ``<``, ``<=``, ``>``, ``>=`` to Python literals or bare words;
+several conditions are joined with ``,`` and must all hold.
 """
 
 from __future__ import annotations
 
+import operator
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -28,6 +41,55 @@ class ExpectedFailure:
     prefix: str
     reason: str
     where: str  # file:line, for warnings
+    when: tuple[tuple[str, str, Any], ...] = ()  # (property, operator, value); empty: every failure
+
+    def covers(self, case: Any) -> bool:
+        """Does this entry expect a failure of ``case`` (a Case)?"""
+        config, call = getattr(case, "config", None), getattr(case, "call", None)
+        if config is None or call is None:
+            return False
+        for key, op, value in self.when:
+            have = getattr(config, key) if hasattr(config, key) else getattr(call, key, _MISSING)
+            try:
+                if have is _MISSING or not _OPERATORS[op](have, value):
+                    return False
+            except TypeError:  # None < 2, say: the property does not apply
+                return False
+        return True
+
+
+_OPERATORS = {"=": operator.eq, "==": operator.eq, "!=": operator.ne, ">=": operator.ge, "<=": operator.le,
+              ">": operator.gt, "<": operator.lt}
+_MISSING = object()
+
+
+def _properties() -> set[str]:
+    from dataclasses import fields
+
+    from .arrays import LSTMConfig
+    from .case import Call
+
+    return ({f.name for f in fields(LSTMConfig)} | {f.name for f in fields(Call)} |
+            {name for name in dir(Call) if isinstance(getattr(Call, name), property)})
+
+
+def _parse_when(text: str, where: str) -> tuple[tuple[str, str, Any], ...]:
+    import ast
+
+    known = _properties()
+    conditions = []
+    for item in text.split(","):
+        match = re.fullmatch(r"\s*(\w+)\s*(==|!=|>=|<=|=|>|<)\s*(\S.*?)\s*", item)
+        if not match or match.group(1) not in known:
+            raise ExpectedFailuresError(f"{where}: 'when' takes conditions such as dtype=float64 or num_layers>=2 "
+                                        f"on {', '.join(sorted(known))}; got {item.strip()!r}")
+        key, op, raw = match.groups()
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        conditions.append((key, op, value))
+    return tuple(conditions)
 
 
 def load(path: Path) -> list[ExpectedFailure]:
@@ -43,7 +105,9 @@ def load(path: Path) -> list[ExpectedFailure]:
         prefix, sep, reason = line.partition("#")
         if not sep or not reason.strip():
             raise ExpectedFailuresError(f"{path}:{number}: every entry needs a reason after '#': {line!r}")
-        entries.append(ExpectedFailure(prefix.strip(), reason.strip(), f"{path}:{number}"))
+        prefix, has_when, condition = prefix.partition(" when ")
+        when = _parse_when(condition, f"{path}:{number}") if has_when else ()
+        entries.append(ExpectedFailure(prefix.strip(), reason.strip(), f"{path}:{number}", when))
     return entries
 
 

@@ -18,20 +18,18 @@ What it lacks: ``proj_size``, PackedSequence input and unbatched (2-D) input (it
 takes a dense 3-D tensor only), and dropout (the ``dropout`` argument is accepted and ignored,
 with a warning).
 
-Two upstream defects make whole axes fail, so they are declared absent rather than listed as
-expected failures: the suite draws every declared axis in every test, so either defect would fail
-every test of the suite (or, listed, hide any other divergence).  ``tests/test_real_ports.py``
-checks that both are still there, the signal to declare the axis again once fixed:
+Two upstream defects make part of an axis fail; both axes are declared, and
+``expected/torch-quantizable.txt`` expects exactly the failing examples (``when ...`` entries), so
+every test still fails on any other divergence.  ``tests/test_real_ports.py`` checks both are
+still there:
 
-* ``bidirectional`` is not declared: with ``num_layers >= 2`` and ``bidirectional=True`` the
-  constructor gives layers 2..n ``hidden_size`` inputs instead of ``2 * hidden_size``, so torch's
-  weights do not load (pytorch/pytorch#89357; ``LSTM.from_float`` in the prepare flow sidesteps it
-  by building the layers from the float weights' shapes).  Single-layer bidirectional models work,
-  but the suite cannot declare one without the other.
-* float64 is not declared: without ``hx`` the port creates float32 zero states whatever the
-  model's dtype (``torch.zeros(..., dtype=torch.float)`` in ``forward``), so a float64 model called
-  without ``hx`` raises ``mat1 and mat2 must have the same dtype``.  With an explicit ``hx`` float64
-  works.
+* with ``num_layers >= 2`` and ``bidirectional=True`` the constructor gives layers 2..n
+  ``hidden_size`` inputs instead of ``2 * hidden_size``, so torch's weights do not load
+  (pytorch/pytorch#89357; ``LSTM.from_float`` in the prepare flow sidesteps it by building the
+  layers from the float weights' shapes).  Single-layer bidirectional models work.
+* without ``hx`` the port creates float32 zero states whatever the model's dtype
+  (``torch.zeros(..., dtype=torch.float)`` in ``forward``), so a float64 model called without
+  ``hx`` raises ``mat1 and mat2 must have the same dtype``.  With an explicit ``hx`` float64 works.
 """
 
 from __future__ import annotations
@@ -60,8 +58,8 @@ def _to_torch(value: Any) -> Any:
 class QuantizableLSTM(Adapter):
     """torch.nn.LSTM checked against torch.ao.nn.quantizable.LSTM in floating point."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(dtypes={"float32"}, errors="raises").without(
-        "proj_size", "packed", "packed_unsorted", "unbatched", "dropout", "bidirectional")
+    capabilities: ClassVar[Capabilities] = Capabilities(errors="raises").without(
+        "proj_size", "packed", "packed_unsorted", "unbatched", "dropout")
     expected_failures = "expected/torch-quantizable.txt"
 
     def __init__(self, config: LSTMConfig, weights: Mapping[str, np.ndarray]) -> None:

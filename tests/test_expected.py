@@ -44,3 +44,41 @@ def test_an_entry_without_a_reason_is_a_usage_error(suite_runner, tmp_path: Path
     result = suite_runner(PORT, _file(tmp_path, "test_conformance.py::test_matches_torch\n"))
     assert result.returncode == 4
     assert "every entry needs a reason after '#'" in result.stderr
+
+
+def test_an_entry_for_a_case_property_expects_only_those_examples(suite_runner, tmp_path: Path) -> None:
+    """Float32Inside fails on every float64 model: `when dtype='float64'` expects exactly that."""
+    listed = _file(tmp_path, "test_conformance.py::test_matches_torch[  when dtype=float64  # computes in float32\n")
+    result = suite_runner(PORT, listed, "-rx", "-k", "test_matches_torch and (float64 or any or batch_first)",
+                          "--hypothesis-profile=dev")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "expected failure: computes in float32" in result.stdout and "XFAIL" in result.stdout
+    assert "2 passed, 70 deselected, 1 xfailed" in result.stdout  # float64 xfails; the others pass with a note
+    assert "expected failure: 1 case(s), e.g." in result.stdout or "expected failure: 2 case(s), e.g." in result.stdout
+
+
+def test_a_case_property_entry_does_not_hide_other_divergences(suite_runner, tmp_path: Path) -> None:
+    listed = _file(tmp_path, "test_conformance.py::  when dtype=float64  # expected\n")
+    result = suite_runner("--lstm-impl=tests.ports.broken:OnnxGateOrder", listed, "-k", "test_matches_torch and any",
+                          "--hypothesis-profile=dev")
+    assert result.returncode == 1 and "gate order" in result.stdout
+    assert "dtype='float32'" in result.stdout or "LSTMConfig(input_size" in result.stdout
+
+
+def test_an_unknown_property_is_a_usage_error(suite_runner, tmp_path: Path) -> None:
+    result = suite_runner(PORT, _file(tmp_path, "test_conformance.py:: when colour=blue  # nonsense\n"))
+    assert result.returncode == 4 and "'when' takes conditions such as" in result.stderr
+
+
+def test_conditions_compare_case_properties() -> None:
+    from conformance.arrays import LSTMConfig
+    from conformance.case import Call, Case
+    from conformance.expected import ExpectedFailure, _parse_when
+
+    entry = ExpectedFailure("test_", "r", "f:1", _parse_when("bidirectional=True, num_layers>=2, batch!=1", "f:1"))
+    assert entry.covers(Case(LSTMConfig(1, 1, num_layers=3, bidirectional=True), Call(2, batch=2)))
+    assert not entry.covers(Case(LSTMConfig(1, 1, num_layers=1, bidirectional=True), Call(2, batch=2)))
+    assert not entry.covers(Case(LSTMConfig(1, 1, num_layers=3, bidirectional=True), Call(2, batch=1)))
+    assert not entry.covers(Case(LSTMConfig(1, 1, num_layers=3, bidirectional=False), Call(2, batch=2)))
+    unbatched = ExpectedFailure("test_", "r", "f:1", _parse_when("batch<2", "f:1"))
+    assert not unbatched.covers(Case(LSTMConfig(1, 1), Call(2, batch=None)))  # None < 2 does not apply

@@ -58,3 +58,27 @@ def test_the_worker_survives_a_crash_and_reports_it() -> None:
         assert worker.call("forward", "torch", case, False) == ("ok", None)
     finally:
         worker.stop()
+
+
+def test_a_ports_own_assert_is_reported_as_the_port_raising() -> None:
+    import torch
+
+    from conformance.arrays import LSTMConfig
+    from conformance.candidates import make_candidate
+    from conformance.case import Call, Case
+    from conformance.checks import check_forward
+    from conformance.verdict import ConformanceFailure
+
+    class AssertsOnHx(torch.nn.LSTM):
+        def forward(self, input, hx=None):  # noqa: A002 - nn.LSTM's own argument name
+            assert hx is not None, "this port insists on an initial state"
+            return super().forward(input, hx)
+
+    candidate = make_candidate(AssertsOnHx, name="asserts-on-hx")
+    try:
+        check_forward(candidate, Case(LSTMConfig(2, 3), Call(2, 1)))
+    except ConformanceFailure as failure:
+        assert failure.problems[0].kind == "raised"
+        assert "AssertionError: this port insists on an initial state" in failure.problems[0].message
+    else:
+        raise AssertionError("a port raising AssertionError on a valid call was not flagged")
