@@ -111,9 +111,9 @@ def _summary(results: dict[str, report.TestResult], elapsed: float) -> None:
         return
     rows = report.matrix(results)
     width = max(len(row.name) for row in rows)
-    print(f"\n{'feature':<{width}}  {'status':<16}  examples")
+    print(f"\n{'feature':<{width}}  {'examples':>8}  status")
     for row in rows:
-        print(f"{row.name:<{width}}  {row.status:<16}  {row.examples}")
+        print(f"{row.name:<{width}}  {row.examples:>8}  {row.cell()}")
     counts = Counter(r.status for r in results.values())
     print("\n" + ", ".join(f"{counts[s]} {s}" for s in report.STATUSES if counts[s])
           + f" ({len(results)} tests) in {elapsed:.1f}s")

@@ -12,7 +12,8 @@ JSON schema (``SCHEMA_VERSION`` 1)::
       "kind": "adapter" | "drop-in",
       "torch_version": "2.13.0+cpu",
       "hypothesis_profile": "ci",
-      "features": [{"name": "batch_first", "status": STATUS, "examples": 30}, ...],
+      "features": [{"name": "batch_first", "status": STATUS, "examples": 30,
+                    "tests": {STATUS: count, ...}}, ...],   # a row folds one or more tests
       "failures": [{"feature": "bidirectional", "test": "test_conformance.py::...",
                     "summary": "one line", "reproducer": "python source, or null"}],
       "tests": [{"test": "test_conformance.py::...", "feature": "...", "status": STATUS,
@@ -66,8 +67,15 @@ class TestResult:
 @dataclass(frozen=True)
 class Row:
     name: str
-    status: str
+    status: str  # the most telling of its tests' statuses: failed, expected failure, passed, ...
     examples: int
+    tests: dict[str, int] = field(default_factory=dict)  # how many of its tests ended in each status
+
+    def cell(self) -> str:
+        """The status, with the counts where the row folds tests that ended differently."""
+        if len(self.tests) <= 1:
+            return self.status
+        return ", ".join(f"{status} {self.tests[status]}" for status in STATUSES if status in self.tests)
 
 
 def feature_of(test_id: str) -> str:
@@ -145,8 +153,12 @@ def matrix(results: dict[str, TestResult]) -> list[Row]:
     grouped: dict[str, list[TestResult]] = {}
     for result in results.values():
         grouped.setdefault(result.feature, []).append(result)
-    return [Row(name, _fold([r.status for r in grouped[name]]), sum(r.examples for r in grouped[name]))
-            for name in sorted(grouped, key=_order)]
+    rows = []
+    for name in sorted(grouped, key=_order):
+        statuses = [r.status for r in grouped[name]]
+        counts = {status: statuses.count(status) for status in STATUSES if status in statuses}
+        rows.append(Row(name, _fold(statuses), sum(r.examples for r in grouped[name]), counts))
+    return rows
 
 
 def failures(results: dict[str, TestResult]) -> list[dict]:
@@ -185,7 +197,7 @@ def to_markdown(doc: dict) -> str:
              f"torch {doc['torch_version']}, hypothesis profile `{doc['hypothesis_profile']}`, "
              f"{doc['kind']} `{doc['path']}`.", "",
              "| feature | status | examples |", "|---|---|---|"]
-    lines += [f"| {row['name']} | {row['status']} | {row['examples']} |" for row in doc["features"]]
+    lines += [f"| {row['name']} | {Row(**row).cell()} | {row['examples']} |" for row in doc["features"]]
     if doc["failures"]:
         lines += ["", "## Failures", ""]
         for failure in doc["failures"]:
@@ -205,11 +217,12 @@ def port_table(docs: list[dict]) -> str:
     features: list[str] = []
     for doc in docs:
         features += [row["name"] for row in doc["features"] if row["name"] not in features]
-    status = [{row["name"]: row["status"] for row in doc["features"]} for doc in docs]
+    status = [{row["name"]: Row(**row).cell() for row in doc["features"]} for doc in docs]
     lines = ["| feature | " + " | ".join(f"`{name}`" for name in names) + " |",
              "|---|" + "---|" * len(names)]
     for feature in sorted(features, key=_order):
         cells = [_MARKS.get(s.get(feature, "not run"), s.get(feature, "not run")) for s in status]
+        cells = [cell.replace("failed ", "**failed** ") for cell in cells]
         lines.append(f"| {feature} | " + " | ".join(cells) + " |")
     versions = sorted({doc["torch_version"] for doc in docs})
     profiles = sorted({doc["hypothesis_profile"] for doc in docs})

@@ -45,7 +45,8 @@ def test_report_on_a_port_never_seen_gives_a_matrix_and_a_reproducer_that_exits_
     assert {"batch_first", "bidirectional", "packed_unsorted", "proj_size", "float64", "unbatched",
             "errors: forward call"} <= set(rows)
     for row in doc["features"]:
-        assert set(row) == {"name", "status", "examples"} and row["status"] in STATUSES
+        assert set(row) == {"name", "status", "examples", "tests"} and row["status"] in STATUSES
+        assert set(row["tests"]) <= set(STATUSES) and sum(row["tests"].values()) >= 1
         assert isinstance(row["examples"], int)
     assert rows["batch_first"]["status"] == "failed" and rows["batch_first"]["examples"] >= 1
     assert rows["errors: forward call"]["status"] == "passed"

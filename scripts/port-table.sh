@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The README's port x feature table: a conformance report for each port, then one table of them all.
+# Usage: bash scripts/port-table.sh [port ...]   (default: numpy and the five real ports)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ports=("$@")
+[ ${#ports[@]} -gt 0 ] || ports=(numpy onnxruntime flax keras paddle torch-quantizable)
+out=$(mktemp -d)
+export HOME="$out/home" XDG_CACHE_HOME="$out/home/.cache" KERAS_HOME="$out/home/.keras"  # ports write caches
+mkdir -p "$HOME"
+for port in "${ports[@]}"; do
+    .venv/bin/lstm-conformance report "$port" --profile ci -n 2 --json "$out/$port.json" > "$out/$port.log" 2>&1 \
+        || echo "$port: the report found failures (see $out/$port.log)" >&2
+done
+reports=()
+for port in "${ports[@]}"; do reports+=("$out/$port.json"); done
+.venv/bin/lstm-conformance table "${reports[@]}"
