@@ -1,5 +1,5 @@
 """The ``lstm-conformance`` command: ``check`` an implementation, ``report`` its conformance
-matrix, ``table`` several reports side by side, ``list`` what is registered."""
+matrix, ``table`` several reports side by side, ``bench`` the suite's speed, ``list`` what is registered."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
-from . import report
+from . import bench, report
 from .adapters import FEATURES
 from .registry import ResolutionError, available, resolve
 
@@ -171,6 +171,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     table.add_argument("reports", nargs="+", metavar="REPORT.json")
     table.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
     table.set_defaults(func=_table)
+    bench.add_parser(sub)
     lister = sub.add_parser("list", help="registered implementations and their capabilities")
     lister.set_defaults(func=_list)
     args = parser.parse_args(argv)

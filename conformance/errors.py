@@ -28,6 +28,7 @@ from typing import Any, Optional
 from .candidates import Candidate
 from .case import Case, PackingCall
 from .outcome import StructureError
+from .timing import timed
 from .verdict import Problem
 
 __all__ = ["UNSTABLE_PACKED_FAULTS", "CallRecord", "Raised", "judge_error", "judge_warnings", "python_warnings", "record_candidate",
@@ -112,7 +113,8 @@ def record_reference(case: Case) -> CallRecord:
             if case.fault is not None and case.fault.stage == "construct":
                 return CallRecord(returned="a module", warnings=python_warnings(caught))
             stage = "forward"
-            model(*args)
+            with timed("reference"):  # lstm-conformance bench: torch's forward on an invalid call
+                model(*args)
         caught += during
         return CallRecord(returned="a result", warnings=python_warnings(caught))
     except Exception as exc:

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from typing import Any, Optional
 
-__all__ = ["Worker", "run_isolated", "run_in_fork", "read_frame", "write_frame", "DEFAULT_TIMEOUT"]
+__all__ = ["Worker", "prestart", "run_isolated", "run_in_fork", "read_frame", "write_frame", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = 30.0
 _HEADER = struct.Struct("<Q")
@@ -61,6 +61,17 @@ class Worker:
     def __init__(self) -> None:
         self.process: Optional[subprocess.Popen] = None
         self.spare: Optional[subprocess.Popen] = None  # started after a crash: shrinking crashes again
+        self.prestarted_with: Optional[set] = None  # sys.path when prestart() launched the process
+
+    def prestart(self) -> None:
+        """Launch the worker now, so that it imports torch while pytest starts up (issue 6: ~1 s per run).
+
+        The first call checks that no import path was added meanwhile (the worker's PYTHONPATH is
+        this process's ``sys.path`` at launch), and relaunches it if one was.
+        """
+        if self.process is None:
+            self.prestarted_with = {p for p in sys.path if p}
+            self.process = self._launch()
 
     @staticmethod
     def _launch() -> subprocess.Popen:
@@ -94,6 +105,13 @@ class Worker:
     def call(self, operation: str, *args: Any, timeout: float = DEFAULT_TIMEOUT) -> tuple[str, Any]:
         """``("ok", value)``, ``("failed", ConformanceFailure)``, ``("error", traceback_text)`` or
         ``("crashed", what happened)``."""
+        if self.prestarted_with is not None:  # the current folder is on the worker's path anyway (registry)
+            added = {p for p in sys.path if p} - self.prestarted_with - {os.getcwd()}
+            self.prestarted_with = None
+            if added and self.process is not None and self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+                self.process = None
         process = self.process if self.process is not None and self.process.poll() is None else self._start()
         try:
             write_frame(process.stdin, (operation, args))
@@ -120,6 +138,11 @@ class Worker:
 
 _WORKER = Worker()
 atexit.register(_WORKER.stop)
+
+
+def prestart() -> None:
+    """Start this process's worker now (see :meth:`Worker.prestart`)."""
+    _WORKER.prestart()
 
 
 def run_isolated(operation: str, *args: Any, timeout: float = DEFAULT_TIMEOUT) -> tuple[str, Any]:
