@@ -174,7 +174,10 @@ def run_in_fork(function: Any, *args: Any, timeout: float = DEFAULT_TIMEOUT) -> 
         data = stream.read() if ready else b""
     _, status = os.waitpid(pid, 0)
     if data:
-        return pickle.loads(data)
+        try:
+            return pickle.loads(data)
+        except Exception as exc:  # noqa: BLE001 - a child with a corrupted heap may send garbage
+            return "crashed", f"sent back an unreadable result ({type(exc).__name__})"
     if not ready:
         return "crashed", f"did not finish within {timeout:g} s"
     if os.WIFSIGNALED(status):

@@ -23,7 +23,10 @@ def _forked_record(function: Any, *args: Any) -> errors.CallRecord:
         return value
     if status == "crashed":
         return errors.CallRecord(crashed=value)
-    raise RuntimeError(value)
+    # the child failed outside the call it records: after torch corrupts its heap
+    # (pytorch/pytorch#173946) anything may follow, so this is a crash of that call too
+    last = (str(value).strip().splitlines() or ["no message"])[-1]
+    return errors.CallRecord(crashed=f"failed in its isolated process: {last}")
 
 
 # issue 6 (speed): a fork of a process holding torch costs ~10 ms of kernel time here, 95% of an
