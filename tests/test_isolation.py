@@ -82,3 +82,14 @@ def test_a_ports_own_assert_is_reported_as_the_port_raising() -> None:
         assert "AssertionError: this port insists on an initial state" in failure.problems[0].message
     else:
         raise AssertionError("a port raising AssertionError on a valid call was not flagged")
+
+
+def test_a_forked_call_that_fails_outside_the_call_is_a_crash_of_that_call() -> None:
+    """After torch corrupts its heap, the child may fail anywhere: never an error of the suite itself."""
+    from conformance.worker import _forked_record
+
+    class Unpicklable:  # a local class cannot be pickled: the child fails while sending its result
+        pass
+
+    record = _forked_record(Unpicklable)
+    assert record.crashed and record.crashed.startswith("failed in its isolated process")
