@@ -334,17 +334,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-register = add_parser
-
 
 def _check_json_path(path: str) -> bool:
     """Fail now, not after minutes of running, if FILE cannot be written; True if we created it."""
+    from .report import check_writable
+
     existed = os.path.exists(path)
-    try:
-        with open(path, "a"):
-            pass
-    except OSError as exc:
-        raise BenchError(f"cannot write --json {path}: {exc.strerror or exc}") from None
+    problem = check_writable(path, "--json")
+    if problem:
+        raise BenchError(problem)
     return not existed
 
 

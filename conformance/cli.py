@@ -61,8 +61,8 @@ def _report(args: argparse.Namespace) -> int:
     if not (args.json or args.markdown):
         print("lstm-conformance: error: report needs --json FILE and/or --markdown FILE", file=sys.stderr)
         return 2
-    for path in (args.json, args.markdown):
-        problem = report.check_writable(path)
+    for option, path in (("--json", args.json), ("--markdown", args.markdown)):
+        problem = report.check_writable(path, option)
         if problem:
             print(f"lstm-conformance: error: {problem}", file=sys.stderr)
             return 2
@@ -97,7 +97,7 @@ def _table(args: argparse.Namespace) -> int:
         docs.append(doc)
     text = report.port_table(docs)
     if args.markdown:
-        problem = report.check_writable(args.markdown)
+        problem = report.check_writable(args.markdown, "--markdown")
         if problem:
             print(f"lstm-conformance: error: {problem}", file=sys.stderr)
             return 2

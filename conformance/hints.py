@@ -21,7 +21,7 @@ import numpy as np
 
 from .case import Case
 from .compare import Tolerance, floor, tolerance, within
-from .localise import DIRECTIONS, Location, Run, run_torch, state_rows, time_major
+from .localise import DIRECTIONS, Location, Run, run_torch, sequence_lengths, state_rows, time_major
 from .outcome import Outcome
 from .reference import Expected
 from .verdict import Problem
@@ -345,8 +345,7 @@ def _reverse_halves(ev: Evidence) -> Optional[tuple[np.ndarray, np.ndarray, np.n
     truth = time_major(run.oracle.output, run.config, ev.case)[..., features:]
     if got.shape != truth.shape:
         return None
-    lengths = np.asarray(ev.case.call.lengths) if ev.case.call.packed else np.full(got.shape[1], got.shape[0])
-    return got, truth, lengths
+    return got, truth, sequence_lengths(ev.case, got.shape[0], got.shape[1])
 
 
 def _reverse_not_flipped(ev: Evidence) -> Optional[str]:

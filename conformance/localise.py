@@ -18,7 +18,6 @@ off the element-wise comparison against the float64 oracle.
 
 from __future__ import annotations
 
-import copy
 import re
 import warnings
 from dataclasses import dataclass, field, replace
@@ -30,10 +29,10 @@ from .arrays import LSTMConfig
 from .candidates import Candidate
 from .case import Case
 from .compare import tolerance, within
-from .outcome import Outcome, from_torch
-from .reference import Expected, _call, to_float64
+from .outcome import Outcome
+from .reference import Expected, evaluate
 
-__all__ = ["Location", "Piece", "Run", "localise", "run_torch", "time_major", "state_rows"]
+__all__ = ["Location", "Piece", "Run", "localise", "run_torch", "sequence_lengths", "state_rows", "time_major"]
 
 DIRECTIONS = ("forward", "reverse")
 
@@ -119,7 +118,8 @@ def state_rows(state: np.ndarray, case: Case) -> np.ndarray:
     return state[:, None] if case.call.unbatched else state
 
 
-def _lengths(case: Case, steps: int, batch: int) -> np.ndarray:
+def sequence_lengths(case: Case, steps: int, batch: int) -> np.ndarray:
+    """Each batch element's length, in the caller's order: the packed lengths, or ``steps`` for all."""
     if case.call.packed:
         return np.asarray(case.call.lengths, dtype=np.int64)
     return np.full(batch, steps, dtype=np.int64)
@@ -137,11 +137,8 @@ def run_torch(config: LSTMConfig, state: dict, args: tuple, training: bool, pack
         model = torch.nn.LSTM(**config.torch_kwargs(), dtype=getattr(torch, config.dtype))
         model.load_state_dict(state)
         model.train(training)
-        with torch.no_grad():
-            result = model(*args)
-    reference = from_torch(result, packed, where="torch.nn.LSTM")
-    oracle = reference if config.dtype == "float64" else _call(copy.deepcopy(model).double(), to_float64(args), packed)
-    return result[0], reference, oracle
+        with torch.no_grad():  # the raw output feeds the next piece: no autograd graph behind it
+            return evaluate(model, args, packed, config.dtype)
 
 
 def _masks(got: Outcome, reference: Outcome, oracle: Outcome, dtype: str) -> dict[str, Optional[np.ndarray]]:
@@ -242,7 +239,7 @@ def _first_departure(run: Run, case: Case) -> dict:
     if out_bad is not None and out_bad.any():
         bad = time_major(out_bad, config, case)  # (T, N, D * F)
         steps, batch = bad.shape[:2]
-        lengths = _lengths(case, steps, batch)
+        lengths = sequence_lengths(case, steps, batch)
         best = None
         for d in range(d_count):
             per_step = bad[:, :, d * features:(d + 1) * features].any(axis=-1)  # (T, N)

@@ -17,7 +17,7 @@ from .case import Case
 from .outcome import Outcome, from_torch
 from .timing import timed  # lstm-conformance bench (issue 6): times the forward calls only
 
-__all__ = ["Expected", "expected_for", "to_float64"]
+__all__ = ["Expected", "evaluate", "expected_for", "to_float64"]
 
 
 @dataclass
@@ -46,24 +46,30 @@ def to_float64(value: Any) -> Any:
     return value
 
 
-def _call(model: Any, args: tuple, packed: bool, label: str = "reference") -> Outcome:
+def _call(model: Any, args: tuple, packed: bool, label: str) -> tuple[Any, Outcome]:
+    """``model(*args)``: torch's raw output (what a next layer would take) and its result as arrays."""
     with warnings.catch_warnings():
         # torch warns once per process that projections bypass oneDNN; it says nothing about the case.
         warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
         with timed(label):  # bench: "reference" (torch) or "oracle" (its float64 evaluation)
             result = model(*args)
-        return from_torch(result, packed, where="torch.nn.LSTM")
+        outcome = from_torch(result, packed, where="torch.nn.LSTM")
+    return result[0], outcome
+
+
+def evaluate(model: Any, args: tuple, packed: bool, dtype: str) -> tuple[Any, Outcome, Outcome]:
+    """Run torch's ``model`` on ``args``: its raw output, its result, and the oracle (the float64
+    evaluation of the same module and arguments; torch's own result for a float64 model)."""
+    raw, reference = _call(model, args, packed, "reference")
+    if dtype == "float64":
+        return raw, reference, reference
+    _, oracle = _call(copy.deepcopy(model).double(), to_float64(args), packed, "oracle")
+    return raw, reference, oracle
 
 
 def expected_for(case: Case) -> Expected:
     """Build the case, run torch on it, and run the float64 oracle when the case is float32."""
     caught: list = []
     model, args = case.build(warnings_out=caught)
-    packed = case.call.packed
-    reference = _call(model, args, packed)
-    if case.config.dtype == "float64":
-        oracle = reference
-    else:
-        model64 = copy.deepcopy(model).double()
-        oracle = _call(model64, to_float64(args), packed, "oracle")
+    _, reference, oracle = evaluate(model, args, case.call.packed, case.config.dtype)
     return Expected(model, args, reference, oracle, caught)

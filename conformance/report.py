@@ -231,18 +231,18 @@ def port_table(docs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def check_writable(path: Optional[str]) -> Optional[str]:
-    """A one-line reason why ``path`` cannot be written, or None."""
+def check_writable(path: Optional[str], option: str = "") -> Optional[str]:
+    """A one-line reason why ``path`` (given as ``option``, e.g. ``--json``) cannot be written, or None."""
     if path is None:
         return None
-    target = Path(path)
+    target, named = Path(path), f"{option} {path}" if option else path
     if target.is_dir():
-        return f"cannot write {path}: it is a folder"
+        return f"cannot write {named}: it is a folder"
     if not target.parent.is_dir():
-        return f"cannot write {path}: folder {target.parent} does not exist"
+        return f"cannot write {named}: folder {target.parent} does not exist"
     try:
         with open(target, "a"):
             pass
     except OSError as exc:
-        return f"cannot write {path}: {exc.strerror}"
+        return f"cannot write {named}: {exc.strerror}"
     return None
