@@ -17,23 +17,10 @@ from .compare import compare_values, tolerance
 from .errors import UNSTABLE_PACKED_FAULTS, CallRecord, judge_error, judge_warnings, python_warnings, record_packing
 from .isolation import DEFAULT_TIMEOUT, run_isolated
 from .outcome import Outcome, StructureError
-from .reference import Expected, expected_for
+from .reference import Expected, copy_args, expected_for
 from .verdict import ConformanceFailure, Problem
 
 __all__ = ["ConformanceFailure", "Problem", "Runner", "check_forward", "check_error", "check_packing_error"]
-
-
-def _snapshot(value: Any) -> Any:
-    import torch
-    from torch.nn.utils.rnn import PackedSequence
-
-    if isinstance(value, PackedSequence):
-        return PackedSequence(*(None if t is None else t.detach().clone() for t in value))
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, (tuple, list)):
-        return type(value)(_snapshot(v) for v in value)
-    return value
 
 
 def _changed(before: Any, after: Any) -> bool:
@@ -118,7 +105,7 @@ def check_forward(candidate: Candidate, case: Case, repeat: bool = False, diagno
     suite asks for it only for the failing example hypothesis finally reports.
     """
     expected = expected_for(case)
-    args_before = _snapshot(expected.args)
+    args_before = copy_args(expected.args)
     problems: list[Problem] = []
     built_warnings: list = []
     first: Any = None

@@ -28,11 +28,12 @@ from typing import Any, Optional
 from .candidates import Candidate
 from .case import Case, PackingCall
 from .outcome import StructureError
+from .reference import copy_args
 from .timing import timed
 from .verdict import Problem
 
-__all__ = ["UNSTABLE_PACKED_FAULTS", "CallRecord", "Raised", "judge_error", "judge_warnings", "python_warnings", "record_candidate",
-           "record_packing", "record_reference"]
+__all__ = ["UNSTABLE_PACKED_FAULTS", "CallRecord", "Prepared", "Raised", "judge_error", "judge_warnings", "may_corrupt_heap",
+           "prepare", "python_warnings", "record_candidate", "record_packing", "record_reference"]
 
 CONTRACT, INCIDENTAL, UNDEFINED = "contract", "incidental", "reference-undefined"
 
@@ -102,28 +103,74 @@ class CallRecord:
         return f"raised {self.raised.describe()}" if self.raised else f"returned {self.returned}"
 
 
-def record_reference(case: Case) -> CallRecord:
-    """Run torch on a (possibly invalid) case, recording what it raised or returned."""
+@dataclass
+class Prepared:
+    """An invalid case built once, for torch's call and the candidate's (issue 6: half the builds).
+
+    ``record`` is set when building alone decides torch's answer: a constructor fault (the
+    module was built, or its constructor raised).  ``args`` stay untouched: each call gets clones.
+    """
+
+    case: Case
+    model: Any = None
+    args: tuple = ()
+    warnings: tuple[tuple[str, str], ...] = ()
+    record: Optional[CallRecord] = None
+    failure: Optional[Exception] = None  # what building raised, for the candidate's record too
+
+
+def prepare(case: Case) -> Prepared:
+    """Build torch's module and call arguments for ``case`` (see :class:`Prepared`)."""
     caught: list = []
-    stage = "construct"
     try:
-        with warnings.catch_warnings(record=True) as during:
-            warnings.simplefilter("always")
-            model, args = case.build(warnings_out=caught)
-            if case.fault is not None and case.fault.stage == "construct":
-                return CallRecord(returned="a module", warnings=python_warnings(caught))
-            stage = "forward"
-            with timed("reference"):  # lstm-conformance bench: torch's forward on an invalid call
-                model(*args)
-        caught += during
-        return CallRecord(returned="a result", warnings=python_warnings(caught))
+        model, args = case.build(warnings_out=caught)
     except Exception as exc:
-        return CallRecord(raised=_raised(exc, stage, torch_origin(exc)), warnings=python_warnings(caught))
+        return Prepared(case, record=CallRecord(raised=_raised(exc, "construct", torch_origin(exc)),
+                                                warnings=python_warnings(caught)), failure=exc)
+    if case.fault is not None and case.fault.stage == "construct":
+        return Prepared(case, record=CallRecord(returned="a module", warnings=python_warnings(caught)))
+    return Prepared(case, model, args, python_warnings(caught))
 
 
-def record_candidate(candidate: Candidate, case: Case) -> CallRecord:
-    """Run the candidate on the case, recording what it raised or returned."""
+def may_corrupt_heap(prepared: Prepared) -> bool:
+    """Whether torch's call could corrupt its own heap and crash later, blaming another case.
+
+    Only packed input skips torch's Python checks, and its C++ code indexes the states unchecked:
+    h0 and c0 with different numbers of layers (pytorch/pytorch#173946) or a batch other than the
+    input's (measured here: ``free(): invalid next size``, hangs) write out of bounds.  So a packed
+    call runs unforked only when hx is absent or two 3-D tensors of the input's batch with as many
+    layers each; anything else runs in a forked child of its own.
+    """
+    if not prepared.case.call.packed or prepared.record is not None or len(prepared.args) < 2:
+        return False
+    import torch
+
+    hx = prepared.args[1]
+    if not (isinstance(hx, tuple) and len(hx) == 2 and all(isinstance(t, torch.Tensor) for t in hx)):
+        return True
+    h0, c0 = hx
+    batch = int(prepared.args[0].batch_sizes[0]) if len(prepared.args[0].batch_sizes) else 0
+    return h0.dim() != 3 or c0.dim() != 3 or h0.shape[0] != c0.shape[0] or not h0.shape[1] == c0.shape[1] == batch
+
+
+def record_reference(case: Case, prepared: Optional[Prepared] = None) -> CallRecord:
+    """Run torch on a (possibly invalid) case, recording what it raised or returned."""
+    prepared = prepared if prepared is not None else prepare(case)
+    if prepared.record is not None:
+        return prepared.record
     caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with timed("reference"):  # lstm-conformance bench: torch's forward on an invalid call
+                prepared.model(*copy_args(prepared.args))
+    except Exception as exc:
+        return CallRecord(raised=_raised(exc, "forward", torch_origin(exc)), warnings=prepared.warnings)
+    return CallRecord(returned="a result", warnings=prepared.warnings + python_warnings(caught))
+
+
+def record_candidate(candidate: Candidate, case: Case, prepared: Optional[Prepared] = None) -> CallRecord:
+    """Run the candidate on the case, recording what it raised or returned."""
     stage = "construct"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -131,11 +178,14 @@ def record_candidate(candidate: Candidate, case: Case) -> CallRecord:
             if case.fault is not None and case.fault.stage == "construct":
                 candidate.construct(case.config)
                 return CallRecord(returned="a module", warnings=python_warnings(caught))
-            with warnings.catch_warnings():
-                model, args = case.build()
-            instance = candidate.construct(case.config, model.state_dict())
+            if prepared is None:
+                with warnings.catch_warnings():
+                    prepared = prepare(case)
+            if prepared.failure is not None:
+                raise prepared.failure
+            instance = candidate.construct(case.config, prepared.model.state_dict())
             stage = "forward"
-            result = candidate.call(instance, args, case.call.training)
+            result = candidate.call(instance, copy_args(prepared.args), case.call.training)
         except Exception as exc:
             return CallRecord(raised=_raised(exc, stage, "candidate"), warnings=python_warnings(caught))
     try:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from .case import Case
 from .outcome import Outcome, from_torch
 from .timing import timed  # lstm-conformance bench (issue 6): times the forward calls only
 
-__all__ = ["Expected", "evaluate", "expected_for", "to_float64"]
+__all__ = ["Expected", "copy_args", "evaluate", "expected_for", "to_float64"]
 
 
 @dataclass
@@ -29,6 +29,25 @@ class Expected:
     reference: Outcome
     oracle: Outcome
     warnings: list  # raised while constructing the module (nn.LSTM warns about dropout with one layer)
+
+
+def copy_args(value: Any, memo: Optional[dict] = None) -> Any:
+    """A copy of call arguments (tensors, packed sequences, tuples of them) that keeps what a call may
+    depend on: strides, requires_grad, and one tensor passed twice (``c0 = h0``) staying one tensor."""
+    import torch
+    from torch.nn.utils.rnn import PackedSequence
+
+    memo = {} if memo is None else memo
+    if isinstance(value, PackedSequence):
+        return PackedSequence(*(copy_args(t, memo) for t in value))
+    if isinstance(value, torch.Tensor):
+        if id(value) not in memo:
+            copy = value.new_empty_strided(value.size(), value.stride()).copy_(value.detach())
+            memo[id(value)] = copy.requires_grad_(value.requires_grad)
+        return memo[id(value)]
+    if isinstance(value, (tuple, list)):
+        return type(value)(copy_args(v, memo) for v in value)
+    return value
 
 
 def to_float64(value: Any) -> Any:

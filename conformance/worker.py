@@ -29,40 +29,44 @@ def _forked_record(function: Any, *args: Any) -> errors.CallRecord:
     return errors.CallRecord(crashed=f"failed in its isolated process: {last}")
 
 
-# issue 6 (speed): a fork of a process holding torch costs ~10 ms of kernel time here, 95% of an
-# invalid call's cost.  Only invalid *packed* calls reach torch's kernel unchecked and corrupt its heap
-# (pytorch/pytorch#173946); a dense invalid call is rejected by torch's checks before any kernel work,
-# so it runs in this worker directly.  A crash there still fails only that case: the worker is replaced.
-def _needs_fork(case: Any) -> bool:
-    return case.call.packed
-
-
 def _operations() -> dict:
     candidates: dict[str, Any] = {}
+    prepared: list[errors.Prepared] = []  # the invalid case last built here: torch's call, then the candidate's
 
     def candidate(spec: str) -> Any:
         if spec not in candidates:
             candidates[spec] = resolve(spec)
         return candidates[spec]
 
+    def prepare(case: Any) -> errors.Prepared:
+        if not prepared or prepared[0].case != case:
+            prepared[:] = [errors.prepare(case)]
+        return prepared[0]
+
+    # issue 6 (speed): a fork of a process holding torch costs ~10 ms here, ten times an invalid call.
+    # Only calls that may corrupt torch's heap and crash it later (errors.may_corrupt_heap, the
+    # packed calls of pytorch/pytorch#173946) fork; the child inherits the case already built.  Any
+    # other crash kills this worker during the very call that caused it: that case fails, the worker
+    # is replaced.  A drop-in is torch code too (fork-safe); an adapter may hold threads (JAX) that
+    # fork would break, and its crashes are its own.
     def record_candidate(spec: str, case: Any) -> errors.CallRecord:
-        # a drop-in is torch code too (fork-safe); an adapter may hold threads (JAX) that fork would break
-        if candidate(spec).kind == "drop-in" and _needs_fork(case):
-            return _forked_record(errors.record_candidate, candidate(spec), case)
-        return errors.record_candidate(candidate(spec), case)
+        port, built = candidate(spec), prepare(case)
+        if port.kind == "drop-in" and errors.may_corrupt_heap(built):
+            return _forked_record(errors.record_candidate, port, case, built)
+        return errors.record_candidate(port, case, built)
 
     def record_reference(case: Any) -> errors.CallRecord:
-        if _needs_fork(case):
-            return _forked_record(errors.record_reference, case)
-        return errors.record_reference(case)
+        built = prepare(case)
+        if errors.may_corrupt_heap(built):
+            return _forked_record(errors.record_reference, case, built)
+        return errors.record_reference(case, built)
 
     return {
-        # torch corrupts its heap on some invalid packed calls and dies later: each such call
-        # gets a forked child of its own (torch runs single-threaded here, so fork is safe)
         "reference": record_reference,
         "candidate": record_candidate,
         "forward": lambda spec, case, repeat, diagnose=False: checks.check_forward(candidate(spec), case, repeat, diagnose),
         "ping": lambda: "pong",
+        "path": lambda paths: sys.path.__setitem__(slice(None), paths),  # the pytest process's import path
     }
 
 
@@ -76,7 +80,7 @@ def serve() -> None:
     operations = _operations()
     while True:
         try:
-            operation, args = read_frame(sys.stdin.buffer.fileno())
+            operation, args = read_frame(0)
         except EOFError:
             return
         try:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import sys
+import time
 
 import pytest
 
 from conformance.arrays import LSTMConfig
 from conformance.case import Call, Case
-from conformance.isolation import Worker
+from conformance.isolation import Worker, _ForkedWorker
 
 MISBEHAVING = "tests.ports.misbehaving"
 
@@ -93,3 +95,66 @@ def test_a_forked_call_that_fails_outside_the_call_is_a_crash_of_that_call() -> 
 
     record = _forked_record(Unpicklable)
     assert record.crashed and record.crashed.startswith("failed in its isolated process")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the worker is forked on Linux only")
+def test_the_worker_is_forked_and_follows_the_import_path(tmp_path, monkeypatch) -> None:
+    """Forked with torch imported (no second import); a folder pytest adds later still reaches it."""
+    import torch  # noqa: F401 - the fork needs torch imported
+
+    worker = Worker()
+    try:
+        worker.prestart(fork=True)
+        assert isinstance(worker.process, _ForkedWorker)
+        (tmp_path / "late_port.py").write_text("from torch import nn\n\nclass LatePort(nn.LSTM):\n    pass\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        assert worker.call("forward", "late_port:LatePort", Case(LSTMConfig(3, 4), Call(2, 2)), False) == ("ok", None)
+    finally:
+        worker.stop()
+
+
+HANGS_IN_ITS_CHILD = """
+import os, time
+from torch import nn
+
+class WritesItsPidThenHangs(nn.LSTM):
+    def forward(self, input, hx=None):
+        with open(os.environ["HUNG_PID_FILE"], "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(3600)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_hung_forked_call_does_not_outlive_its_worker(tmp_path, monkeypatch) -> None:
+    """At the time limit the worker is killed; its forked child, hung in the call, must go with it
+    (an orphan would eat a core for the rest of the run)."""
+    from hypothesis import HealthCheck, find, settings
+
+    from conformance.strategies import bad_call_cases
+
+    (tmp_path / "hangs_in_child.py").write_text(HANGS_IN_ITS_CHILD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("HUNG_PID_FILE", str(tmp_path / "pid"))
+    case = find(bad_call_cases("h0 has one layer too many", packed=True), lambda case: True,
+                settings=settings(database=None, suppress_health_check=list(HealthCheck)))
+    worker = Worker()
+    try:
+        status, value = worker.call("candidate", "hangs_in_child:WritesItsPidThenHangs", case, timeout=3)
+        assert status == "crashed" and "did not finish within 3 s" in value, (status, value)
+        hung = int((tmp_path / "pid").read_text())
+        for _ in range(100):
+            if not _running(hung):
+                break
+            time.sleep(0.1)
+        assert not _running(hung), f"the forked child {hung} still runs after its worker was killed"
+    finally:
+        worker.stop()

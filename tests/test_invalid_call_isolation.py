@@ -1,0 +1,80 @@
+"""Which invalid calls get a forked child of their own, and one build serving torch's call and the port's.
+
+A fork costs ~10 ms of kernel time (issue 6), so only the packed calls that can corrupt torch's heap
+fork; these tests pin which ones, and that sharing one build cannot leak one call's effects into the other.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, find, settings
+
+from conformance.candidates import make_candidate
+from conformance.errors import may_corrupt_heap, prepare, record_candidate, record_reference
+from conformance.reference import copy_args
+from conformance.strategies import PACKED_CALL_FAULTS, bad_call_cases, bad_constructor_cases
+
+#: Packed calls whose states torch's C++ code indexes out of bounds: layer counts of h0 and c0 that
+#: differ (pytorch/pytorch#173946), a batch other than the input's (measured: ``free(): invalid next
+#: size``, hangs), or states that are not two 3-D tensors.  Feature and dtype faults are checked.
+FORKED = {"hx is a single tensor, not a tuple", "hx is a tuple of three tensors", "hx is a tuple of one tensor",
+          "h0 has one dimension too few", "c0 has one dimension too many", "h0 has one layer too many",
+          "c0 has one layer too many", "h0 has one layer too few", "c0 has one layer too few",
+          "h0 has one batch element too many", "c0 has one batch element too many",
+          "h0 has one batch element too few", "hx in batch_first layout"}
+
+_FIND = settings(database=None, max_examples=50, suppress_health_check=list(HealthCheck))
+
+
+def _example(fault: str, packed: bool):
+    return find(bad_call_cases(fault, packed=packed), lambda case: True, settings=_FIND)
+
+
+def test_the_table_names_real_faults() -> None:
+    assert FORKED < set(PACKED_CALL_FAULTS) and FORKED != set(PACKED_CALL_FAULTS)
+
+
+@pytest.mark.parametrize("fault", PACKED_CALL_FAULTS)
+def test_only_packed_calls_with_malformed_states_fork(fault: str) -> None:
+    assert may_corrupt_heap(prepare(_example(fault, packed=True))) is (fault in FORKED)
+    assert not may_corrupt_heap(prepare(_example(fault, packed=False)))  # torch's Python checks come first
+
+
+class MutatesItsInput(torch.nn.LSTM):
+    """A port that scribbles over the caller's input before failing as torch does."""
+
+    def forward(self, input, hx=None):  # noqa: A002 - nn.LSTM's own argument name
+        data = input.data if isinstance(input, torch.nn.utils.rnn.PackedSequence) else input
+        with torch.no_grad():
+            data.fill_(1e6)
+        return super().forward(input, hx)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_one_build_serves_both_calls_untouched(packed: bool) -> None:
+    case = _example("c0 has one feature too many", packed)
+    prepared = prepare(case)
+    pristine = copy_args(prepared.args)
+    port = make_candidate(MutatesItsInput, name="mutates-its-input")
+    record_candidate(port, case, prepared)
+    first = prepared.args[0].data if packed else prepared.args[0]
+    assert torch.equal(first, pristine[0].data if packed else pristine[0])
+    assert record_reference(case, prepared) == record_reference(case)  # the same as a build of its own
+
+
+def test_clones_keep_strides_requires_grad_and_one_tensor_passed_twice() -> None:
+    x = torch.randn(3, 4, 10)[..., ::2].requires_grad_(False)
+    h = torch.randn(1, 4, 5, requires_grad=True)
+    x_copy, (h_copy, c_copy) = copy_args((x, (h, h)))
+    assert x_copy.shape == x.shape and x_copy.stride() == x.stride() and not x_copy.is_contiguous()
+    assert torch.equal(x_copy, x) and x_copy.data_ptr() != x.data_ptr()
+    assert h_copy is c_copy and h_copy.requires_grad and h_copy.data_ptr() != h.data_ptr()
+
+
+def test_a_bad_constructor_is_recorded_while_building() -> None:
+    case = find(bad_constructor_cases(), lambda case: True, settings=_FIND)
+    prepared = prepare(case)
+    assert prepared.record is not None and prepared.model is None and not may_corrupt_heap(prepared)
+    assert record_reference(case) == prepared.record
+    assert prepared.record.raised is None or prepared.record.raised.stage == "construct"
