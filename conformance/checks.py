@@ -165,7 +165,7 @@ def check_error(candidate: Candidate, case: Case, timeout: float = DEFAULT_TIMEO
     Raises :class:`ConformanceFailure` when the candidate breaks the error policy (see
     :mod:`conformance.errors`); returns notes (information that is not a failure).
     """
-    reference = _isolated_record("reference", case)
+    reference = _isolated_record("reference", case, candidate.path)  # a forked drop-in call may start beside it
     got = _isolated_record("candidate", candidate.path, case, timeout=timeout)
     strictness = candidate.capabilities.errors
     fault = case.fault.name if case.fault else ""

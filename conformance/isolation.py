@@ -20,9 +20,10 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 from typing import Any, Optional
 
-__all__ = ["Worker", "prestart", "run_isolated", "run_in_fork", "read_frame", "write_frame", "DEFAULT_TIMEOUT"]
+__all__ = ["ForkedCall", "Worker", "prestart", "run_isolated", "run_in_fork", "read_frame", "write_frame", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = 30.0
 _HEADER = struct.Struct("<Q")
@@ -55,73 +56,6 @@ def read_frame(fd: int) -> Any:
     return pickle.loads(body)
 
 
-class _ForkedWorker:
-    """A worker forked from this process (issue 6): it has torch imported already, where a fresh
-    interpreter takes ~1 s of CPU to import it, paid by every pytest process of a ``-n`` run.
-
-    The same interface as the :class:`subprocess.Popen` the other launch gives.  Only forked before
-    the implementation under test is imported (it may start threads, as JAX does, that fork breaks).
-    """
-
-    def __init__(self) -> None:
-        requests_in, requests_out = os.pipe()  # (read end, write end)
-        replies_in, replies_out = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:
-            _serve_forked(requests_in, replies_out)
-        os.close(requests_in)
-        os.close(replies_out)
-        self.stdin = os.fdopen(requests_out, "wb")
-        self.stdout = os.fdopen(replies_in, "rb")
-        self.returncode: Optional[int] = None
-
-    def poll(self) -> Optional[int]:
-        if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def wait(self) -> int:
-        if self.returncode is None:
-            _, status = os.waitpid(self.pid, 0)
-            self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def kill(self) -> None:
-        if self.returncode is None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def _serve_forked(requests: int, replies: int) -> None:
-    """The forked worker's whole life: the protocol on fds 0 and 1, nothing else of the parent's."""
-    import faulthandler
-    import gc
-
-    try:
-        _die_with_parent()
-        os.dup2(requests, 0)
-        os.dup2(replies, 1)
-        gc.collect()  # the parent's garbage, closed now, while its file descriptors are still its own
-        os.closerange(3, 1 << 16)  # the parent's pipes (xdist's channel, capture files) stay the parent's
-        faulthandler.disable()  # a crash is reported by its exit status, not dumped into pytest's capture
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops pytest, which then stops this worker
-        sys.stdin = open(0, "rb", closefd=False)
-        sys.stderr = open(2, "w", buffering=1, closefd=False)
-        from .worker import serve
-
-        serve()
-    except BaseException:  # noqa: BLE001 - whatever happens, never return into the parent's code
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        os._exit(0)
-
-
 def _die_with_parent(deadline: Optional[float] = None) -> None:
     """In a forked child: end when the parent ends (Linux), and at ``deadline`` seconds at the latest.
 
@@ -142,28 +76,22 @@ def _die_with_parent(deadline: Optional[float] = None) -> None:
         signal.alarm(max(1, int(deadline) + 1))
 
 
-def _can_fork() -> bool:
-    return sys.platform.startswith("linux") and hasattr(os, "fork")
-
-
 class Worker:
     """One worker process; :meth:`call` runs an operation in it with a time limit."""
 
     def __init__(self) -> None:
-        self.process: Any = None  # a subprocess.Popen or a _ForkedWorker
+        self.process: Optional[subprocess.Popen] = None
         self.spare: Optional[subprocess.Popen] = None  # started after a crash: shrinking crashes again
         self.path: tuple = ()  # the import path the worker process has
 
-    def prestart(self, fork: bool = False) -> None:
-        """Start the worker now.  ``fork=True`` (Linux; torch imported, the port not yet): a copy of
-        this process, no second torch import; else a fresh interpreter importing torch meanwhile.
+    def prestart(self) -> None:
+        """Launch the worker now, so that it imports torch while pytest starts up (issue 6: ~1 s per run).
 
         Each call first gives the worker this process's import path if it changed since (pytest adds
         test folders while collecting).
         """
         if self.process is None:
-            forkable = fork and _can_fork() and "torch" in sys.modules
-            self.process = _ForkedWorker() if forkable else self._launch()
+            self.process = self._launch()
             self.path = tuple(sys.path)
 
     @staticmethod
@@ -235,9 +163,9 @@ _WORKER = Worker()
 atexit.register(_WORKER.stop)
 
 
-def prestart(fork: bool = False) -> None:
+def prestart() -> None:
     """Start this process's worker now (see :meth:`Worker.prestart`)."""
-    _WORKER.prestart(fork)
+    _WORKER.prestart()
 
 
 def run_isolated(operation: str, *args: Any, timeout: float = DEFAULT_TIMEOUT) -> tuple[str, Any]:
@@ -286,46 +214,82 @@ def _reap_finished() -> None:
             _UNREAPED.remove(pid)
 
 
+class ForkedCall:
+    """A call running in a forked child; :meth:`result` collects it (see :func:`run_in_fork`)."""
+
+    def __init__(self, function: Any, args: tuple, timeout: float) -> None:
+        _reap_finished()
+        if _FORKS[0] % 64 == 0 and sys.platform.startswith("linux"):
+            _collapse_into_huge_pages()
+        _FORKS[0] += 1
+        self.timeout, self.deadline = timeout, time.monotonic() + timeout
+        read_end, write_end = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: compute, send, and leave without running any cleanup
+            os.close(read_end)
+            _die_with_parent(deadline=timeout)
+            try:
+                payload = pickle.dumps(("ok", function(*args)))
+            except BaseException as exc:
+                payload = pickle.dumps(("error", repr(exc)))
+            with os.fdopen(write_end, "wb") as stream:
+                stream.write(payload)
+            os._exit(0)
+        os.close(write_end)
+        self.read_end = read_end
+
+    def _read(self) -> tuple[bytes, bool]:
+        """All the child sent, and whether it closed its end before the deadline."""
+        chunks = []
+        try:
+            while True:
+                ready, _, _ = select.select([self.read_end], [], [], max(0.0, self.deadline - time.monotonic()))
+                if not ready:
+                    return b"".join(chunks), False
+                chunk = os.read(self.read_end, 1 << 16)
+                if not chunk:
+                    return b"".join(chunks), True
+                chunks.append(chunk)
+        finally:
+            os.close(self.read_end)
+
+    def kill(self) -> None:
+        """Stop a call whose result nobody will ask for."""
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.close(self.read_end)
+        os.waitpid(self.pid, 0)
+
+    def result(self) -> tuple[str, Any]:
+        """``("ok", value)``, ``("error", text)`` or ``("crashed", what)``; waits until the deadline at most.
+
+        A child that sent back a readable result is not waited for: tearing down a process holding
+        torch takes ~3 ms (issue 6), and what it does after sending cannot change the result.
+        """
+        data, finished = self._read()
+        if finished and data:
+            try:
+                result = pickle.loads(data)
+            except Exception as exc:  # noqa: BLE001 - a child with a corrupted heap may send garbage
+                result = "crashed", f"sent back an unreadable result ({type(exc).__name__})"
+            _UNREAPED.append(self.pid)
+            return result
+        if not finished:
+            os.kill(self.pid, signal.SIGKILL)
+        _, status = os.waitpid(self.pid, 0)
+        if not finished:
+            return "crashed", f"did not finish within {self.timeout:g} s"
+        if os.WIFSIGNALED(status):
+            number = os.WTERMSIG(status)
+            return "crashed", f"was killed by signal {number} ({signal.Signals(number).name})"
+        return "crashed", f"exited with status {os.WEXITSTATUS(status)}"
+
+
 def run_in_fork(function: Any, *args: Any, timeout: float = DEFAULT_TIMEOUT) -> tuple[str, Any]:
     """Run ``function`` in a forked child: ``("ok", value)``, ``("error", text)`` or ``("crashed", what)``.
 
     Only for single-threaded torch code (the worker sets one thread): fork is unsafe with threads.
-    A child that sent back a readable result is not waited for: tearing down a process holding
-    torch takes ~3 ms (issue 6), and what it does after sending cannot change the result.
     """
-    _reap_finished()
-    if _FORKS[0] % 64 == 0 and sys.platform.startswith("linux"):
-        _collapse_into_huge_pages()
-    _FORKS[0] += 1
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: compute, send, and leave without running any cleanup
-        os.close(read_end)
-        _die_with_parent(deadline=timeout)
-        try:
-            payload = pickle.dumps(("ok", function(*args)))
-        except BaseException as exc:
-            payload = pickle.dumps(("error", repr(exc)))
-        with os.fdopen(write_end, "wb") as stream:
-            stream.write(payload)
-        os._exit(0)
-    os.close(write_end)
-    ready, _, _ = select.select([read_end], [], [], timeout)
-    if not ready:
-        os.kill(pid, signal.SIGKILL)
-    with os.fdopen(read_end, "rb") as stream:
-        data = stream.read() if ready else b""
-    if data:
-        try:
-            result = pickle.loads(data)
-        except Exception as exc:  # noqa: BLE001 - a child with a corrupted heap may send garbage
-            result = "crashed", f"sent back an unreadable result ({type(exc).__name__})"
-        _UNREAPED.append(pid)
-        return result
-    _, status = os.waitpid(pid, 0)
-    if not ready:
-        return "crashed", f"did not finish within {timeout:g} s"
-    if os.WIFSIGNALED(status):
-        number = os.WTERMSIG(status)
-        return "crashed", f"was killed by signal {number} ({signal.Signals(number).name})"
-    return "crashed", f"exited with status {os.WEXITSTATUS(status)}"
+    return ForkedCall(function, args, timeout).result()

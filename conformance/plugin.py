@@ -81,21 +81,14 @@ def pytest_configure(config: Any) -> None:
         settings.load_profile(f"{profile}-as-asked")
     config.stash[_PROFILE] = profile
     config.pluginmanager.register(_Notes(), "lstm-conformance-notes")
-    # issue 6 (speed): the worker process starts now.  Alone, this process leaves a core idle while
-    # it imports torch: a fresh worker imports it there.  In an xdist worker every core is busy: the
-    # worker is forked from this process once torch is imported (before the port is: it may start threads).
-    isolate = config.getoption("lstm_isolation") == "process" and _runs_suite_here(config)
-    in_xdist = hasattr(config, "workerinput")
-    if isolate and not in_xdist:
-        isolation.prestart()
+    if config.getoption("lstm_isolation") == "process" and _runs_suite_here(config):
+        isolation.prestart()  # issue 6 (speed): the worker imports torch while this process does
     if not _is_xdist_controller(config):  # issue 6: the controller runs no test; importing torch would delay its workers
         import torch
 
         # One intra-op thread: the calls are small, two threads on two cores are slower and erratic
         # (OpenMP oversubscription), and xdist workers must not fight over the cores.
         torch.set_num_threads(1)
-    if isolate and in_xdist:
-        isolation.prestart(fork=True)
     spec = config.getoption("lstm_impl")
     try:
         candidate = config.stash[_CANDIDATE] = resolve(spec, origin="--lstm-impl" if spec else None)

@@ -9,16 +9,16 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import Any
+from typing import Any, Optional
 
 from . import checks, errors
-from .isolation import read_frame, run_in_fork, write_frame
+from .isolation import DEFAULT_TIMEOUT, ForkedCall, read_frame, run_in_fork, write_frame
 from .registry import resolve
 from .verdict import ConformanceFailure
 
 
-def _forked_record(function: Any, *args: Any) -> errors.CallRecord:
-    status, value = run_in_fork(function, *args)
+def _record(status: str, value: Any) -> errors.CallRecord:
+    """A forked call's outcome as a record."""
     if status == "ok":
         return value
     if status == "crashed":
@@ -27,6 +27,10 @@ def _forked_record(function: Any, *args: Any) -> errors.CallRecord:
     # (pytorch/pytorch#173946) anything may follow, so this is a crash of that call too
     last = (str(value).strip().splitlines() or ["no message"])[-1]
     return errors.CallRecord(crashed=f"failed in its isolated process: {last}")
+
+
+def _forked_record(function: Any, *args: Any) -> errors.CallRecord:
+    return _record(*run_in_fork(function, *args))
 
 
 def _operations() -> dict:
@@ -49,17 +53,32 @@ def _operations() -> dict:
     # other crash kills this worker during the very call that caused it: that case fails, the worker
     # is replaced.  A drop-in is torch code too (fork-safe); an adapter may hold threads (JAX) that
     # fork would break, and its crashes are its own.
+    started: dict = {}  # (spec, case) -> a drop-in's forked call, started beside torch's
+
+    def forget_started() -> None:
+        for call in started.values():
+            call.kill()
+        started.clear()
+
     def record_candidate(spec: str, case: Any) -> errors.CallRecord:
+        if (spec, case) in started:
+            return _record(*started.pop((spec, case)).result())
+        forget_started()
         port, built = candidate(spec), prepare(case)
         if port.kind == "drop-in" and errors.may_corrupt_heap(built):
             return _forked_record(errors.record_candidate, port, case, built)
         return errors.record_candidate(port, case, built)
 
-    def record_reference(case: Any) -> errors.CallRecord:
+    def record_reference(case: Any, spec: Optional[str] = None) -> errors.CallRecord:
+        """torch's record; given the candidate's ``spec``, a drop-in's forked call starts now too, to
+        run on another core while torch's does (issue 6), for the "candidate" operation that follows."""
+        forget_started()
         built = prepare(case)
-        if errors.may_corrupt_heap(built):
-            return _forked_record(errors.record_reference, case, built)
-        return errors.record_reference(case, built)
+        if not errors.may_corrupt_heap(built):
+            return errors.record_reference(case, built)
+        if spec is not None and candidate(spec).kind == "drop-in":
+            started[(spec, case)] = ForkedCall(errors.record_candidate, (candidate(spec), case, built), DEFAULT_TIMEOUT)
+        return _forked_record(errors.record_reference, case, built)
 
     return {
         "reference": record_reference,

@@ -11,6 +11,7 @@ import torch
 from hypothesis import HealthCheck, find, settings
 
 from conformance.candidates import make_candidate
+from conformance.isolation import Worker
 from conformance.errors import may_corrupt_heap, prepare, record_candidate, record_reference
 from conformance.reference import copy_args
 from conformance.strategies import PACKED_CALL_FAULTS, bad_call_cases, bad_constructor_cases
@@ -78,3 +79,38 @@ def test_a_bad_constructor_is_recorded_while_building() -> None:
     assert prepared.record is not None and prepared.model is None and not may_corrupt_heap(prepared)
     assert record_reference(case) == prepared.record
     assert prepared.record.raised is None or prepared.record.raised.stage == "construct"
+
+
+CRASHES_ON_PACKED = """
+import ctypes
+from torch import nn
+
+class CrashesOnPacked(nn.LSTM):
+    def forward(self, input, hx=None):
+        if hasattr(input, "batch_sizes"):
+            ctypes.string_at(0)
+        return super().forward(input, hx)
+"""
+
+
+def test_a_drop_ins_call_started_beside_torchs_is_still_its_own(tmp_path, monkeypatch) -> None:
+    """torch's forked call and the drop-in's run side by side: each record is the one its own call makes."""
+    case = _example("hx is a tuple of one tensor", packed=True)
+    assert may_corrupt_heap(prepare(case))
+    (tmp_path / "crashes_on_packed.py").write_text(CRASHES_ON_PACKED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    worker = Worker()
+    try:
+        torch_alone = worker.call("reference", case)
+        assert worker.call("reference", case, "torch") == torch_alone  # the drop-in's call starts now ...
+        beside = worker.call("candidate", "torch", case)  # ... and is collected here
+        assert beside == worker.call("candidate", "torch", case)  # the same call, run alone
+        assert beside[1].raised is not None and beside[1].raised.describe() == torch_alone[1].raised.describe()
+        assert worker.call("reference", case, "crashes_on_packed:CrashesOnPacked") == torch_alone
+        status, record = worker.call("candidate", "crashes_on_packed:CrashesOnPacked", case)
+        assert status == "ok" and record.crashed == "was killed by signal 11 (SIGSEGV)"
+        worker.call("reference", case, "torch")  # started, never collected: the next case stops it
+        assert worker.call("reference", _example("c0 has one layer too few", packed=True))[0] == "ok"
+        assert worker.call("ping") == ("ok", "pong")
+    finally:
+        worker.stop()
