@@ -8,7 +8,8 @@ on, and reports
   and the candidate's, summed over every process), ``overhead_fraction`` =
   ``(wall_s - forward_s) / wall_s`` and ``examples_per_s``; the same per test (``groups``) and per
   test file (``files``);
-* ``scaling``: the same run with ``-n 2`` (pytest-xdist), and its speed-up over the plain run;
+* ``scaling``: the same run with ``-n 2`` (pytest-xdist), and its speed-up over the plain run; also
+  the fixed cost of each (a run selecting no test) and the speed-up those allow at most;
 * with ``--catalogue``: for each broken port of ``tests/ports/broken.py`` (a source checkout), the
   seconds from starting ``pytest --lstm-impl=<port> --hypothesis-profile=P -x`` to its first reported
   failure, and their median.
@@ -34,7 +35,7 @@ from typing import Any, Iterable, Optional
 
 from . import timing
 
-__all__ = ["add_parser", "main", "analyse", "figures", "attribute", "load_records", "BenchError"]
+__all__ = ["add_parser", "main", "analyse", "figures", "attribute", "load_records", "speedup_ceiling", "BenchError"]
 
 PROFILES = ("dev", "ci", "thorough")
 REPO = Path(__file__).resolve().parent.parent
@@ -173,8 +174,12 @@ def _environment(folder: Path, extra_path: Optional[Path] = None) -> dict:
 
 
 def run_suite(impl: str, profile: str, seed: Optional[int], workers: int = 0, extra: Iterable[str] = (),
-              cwd: Optional[Path] = None, extra_path: Optional[Path] = None, timeout: Optional[float] = None) -> dict:
-    """Run the suite once in a fresh pytest process; its figures, exit status and timing events."""
+              cwd: Optional[Path] = None, extra_path: Optional[Path] = None, timeout: Optional[float] = None,
+              empty: bool = False) -> dict:
+    """Run the suite once in a fresh pytest process; its figures, exit status and timing events.
+
+    ``empty=True`` selects no test: what is left is start-up and exit, the run's fixed cost.
+    """
     args = [sys.executable, "-m", "pytest", "--pyargs", "conformance.suite", f"--lstm-impl={impl}",
             f"--hypothesis-profile={profile}", "-p", "conformance.timing", "-p", "no:cacheprovider", "-q",
             "--tb=line", "-W", "ignore::pytest.PytestAssertRewriteWarning", *extra]
@@ -182,6 +187,8 @@ def run_suite(impl: str, profile: str, seed: Optional[int], workers: int = 0, ex
         args.append(f"--hypothesis-seed={seed}")
     if workers:
         args += ["-n", str(workers)]
+    if empty:
+        args += ["-k", _NOTHING]
     with tempfile.TemporaryDirectory(prefix="lstm-conformance-bench-") as folder:
         load_before = _load()
         cpu_before = _children_cpu()
@@ -195,7 +202,7 @@ def run_suite(impl: str, profile: str, seed: Optional[int], workers: int = 0, ex
         wall = time.perf_counter() - started
         cpu = _children_cpu() - cpu_before
         tests, forwards, events = load_records(Path(folder))
-    if process.returncode not in (0, 1):
+    if process.returncode not in ((0, 1, 5) if empty else (0, 1)):  # 5: pytest selected no test
         tail = (process.stdout + process.stderr).strip().splitlines()[-1:] or ["no output"]
         raise BenchError(f"pytest exited with status {process.returncode}: {tail[0]}")
     result = analyse(wall, tests, forwards)
@@ -295,6 +302,10 @@ def table(report: dict, out: Any = sys.stdout) -> None:
             print(f"-n {scaling['workers']}: wall {scaling['wall_s']:.2f} s vs {run['wall_s']:.2f} s: "
                   f"speed-up {scaling['speedup']:.2f}x; before its first test {scaling['startup_s']} s, "
                   f"CPU time {scaling['cpu_s']:.1f} s (load {scaling['load_before']})", file=out)
+            if "fixed_s" in scaling:
+                fixed = scaling["fixed_s"]
+                print(f"  fixed cost (a run selecting no test): {fixed['plain']:.2f} s plain, {fixed['workers']:.2f} s "
+                      f"with -n {scaling['workers']}: at most {scaling['speedup_ceiling']:.2f}x for this run", file=out)
     cat = report.get("catalogue")
     if cat:
         print(f"catalogue: median time to flag {cat['median_seconds_to_flag']} s over {len(cat['ports'])} ports, "
@@ -390,18 +401,31 @@ def main(args: argparse.Namespace) -> int:
         return 2
 
 
+_NOTHING = "lstm_conformance_bench_selects_no_test"
+
+
+def speedup_ceiling(plain_s: float, fixed_plain_s: float, fixed_workers_s: float, workers: int) -> float:
+    """The speed-up of ``workers`` processes over a ``plain_s`` run if its tests' time split perfectly:
+    each run's fixed cost (start-up and exit, measured by a run selecting no test) stays whole."""
+    return plain_s / (fixed_workers_s + max(plain_s - fixed_plain_s, 0.0) / workers)
+
+
 def scaling(args: argparse.Namespace, extra: list, serial: dict) -> dict:
-    """The -n N run, against the plain (one-process) run."""
+    """The -n N run, against the plain (one-process) run; and what their fixed costs allow at most."""
     try:
         import xdist  # noqa: F401
     except ImportError:
         return {"workers": args.workers, "error": "pytest-xdist is not installed"}
     run = run_suite(args.impl, args.profile, args.seed, workers=args.workers, extra=extra)
+    fixed_plain = run_suite(args.impl, args.profile, args.seed, empty=True)["wall_s"]
+    fixed_workers = run_suite(args.impl, args.profile, args.seed, workers=args.workers, empty=True)["wall_s"]
     return {"workers": args.workers, "baseline": "the plain run (one pytest process, no xdist)",
             "wall_s": run["wall_s"], "examples": run["examples"],
             "forward_s": run["forward_s"], "speedup": round(serial["wall_s"] / run["wall_s"], 3),
             "startup_s": run.get("startup_s"), "tests_wall_s": run["tests_wall_s"], "cpu_s": run["cpu_s"],
-            "load_before": run["load_before"], "load_after": run["load_after"], "exit_code": run["exit_code"]}
+            "load_before": run["load_before"], "load_after": run["load_after"], "exit_code": run["exit_code"],
+            "fixed_s": {"plain": fixed_plain, "workers": fixed_workers},
+            "speedup_ceiling": round(speedup_ceiling(serial["wall_s"], fixed_plain, fixed_workers, args.workers), 3)}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -30,6 +30,17 @@ def test_figures_arithmetic() -> None:
     assert bench.figures(0, 0.0, 0.0)["examples_per_s"] is None
 
 
+def test_the_speedup_ceiling_keeps_each_runs_fixed_cost_whole() -> None:
+    assert bench.speedup_ceiling(20.0, 2.0, 5.0, 2) == pytest.approx(20.0 / (5.0 + 9.0))
+    assert bench.speedup_ceiling(20.0, 0.0, 0.0, 2) == pytest.approx(2.0)  # no fixed cost: perfect
+    assert bench.speedup_ceiling(20.0, 2.0, 2.0, 4) == pytest.approx(20.0 / 6.5)
+
+
+def test_a_run_selecting_no_test_measures_the_fixed_cost() -> None:
+    run = bench.run_suite("numpy", "dev", 0, empty=True)
+    assert run["exit_code"] == 5 and run["examples"] == 0 and 0 < run["wall_s"] < 60
+
+
 def test_forward_records_go_to_the_test_running_in_their_owner_process() -> None:
     tests = [_test("a.py::t1", 100, 0.0, 1.0), _test("a.py::t2", 100, 1.0, 2.0), _test("b.py::t3", 200, 0.0, 2.0)]
     forwards = [
