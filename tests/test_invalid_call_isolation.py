@@ -6,6 +6,8 @@ fork; these tests pin which ones, and that sharing one build cannot leak one cal
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from hypothesis import HealthCheck, find, settings
@@ -114,3 +116,16 @@ def test_a_drop_ins_call_started_beside_torchs_is_still_its_own(tmp_path, monkey
         assert worker.call("ping") == ("ok", "pong")
     finally:
         worker.stop()
+
+
+def test_children_that_answered_are_reaped_later_not_left_as_zombies() -> None:
+    from conformance import isolation
+
+    for _ in range(20):
+        assert isolation.run_in_fork(int, "7") == ("ok", 7)
+    for _ in range(100):
+        isolation._reap_finished()
+        if not isolation._UNREAPED:
+            break
+        time.sleep(0.05)
+    assert not isolation._UNREAPED
