@@ -102,7 +102,9 @@ class Worker:
 
     def _start(self) -> subprocess.Popen:
         if self.spare is not None and self.spare.poll() is None:
-            self.process, self.spare = self.spare, None
+            # crashes come in runs (hypothesis shrinks a crashing case): the next spare starts
+            # importing torch now, so that the next crash does not wait for it (issue 6)
+            self.process, self.spare = self.spare, self._launch()
         else:
             self.process = self._launch()
         self.path = ()  # a fresh interpreter: its import path is set on the first call
