@@ -14,7 +14,7 @@ import numpy as np
 from .candidates import Candidate, CandidateError
 from .case import Case, PackingCall
 from .compare import compare_values, tolerance
-from .errors import UNSTABLE_PACKED_FAULTS, CallRecord, judge_error, judge_warnings, python_warnings, record_packing
+from .errors import CallRecord, judge_error, judge_warnings, python_warnings, record_packing, unstable
 from .isolation import DEFAULT_TIMEOUT, run_isolated
 from .outcome import Outcome, StructureError
 from .reference import Expected, copy_args, expected_for
@@ -168,9 +168,7 @@ def check_error(candidate: Candidate, case: Case, timeout: float = DEFAULT_TIMEO
     reference = _isolated_record("reference", case, candidate.path)  # a forked drop-in call may start beside it
     got = _isolated_record("candidate", candidate.path, case, timeout=timeout)
     strictness = candidate.capabilities.errors
-    fault = case.fault.name if case.fault else ""
-    unstable = case.call.packed and fault in UNSTABLE_PACKED_FAULTS
-    verdict = judge_error(reference, got, strictness, fault, unstable)
+    verdict = judge_error(reference, got, strictness, case.fault.name if case.fault else "", unstable(case))
     problems = verdict.problems + judge_warnings(reference, got, strictness)
     if problems:
         raise ConformanceFailure(candidate.name, case, problems)

@@ -33,7 +33,7 @@ from .timing import timed
 from .verdict import Problem
 
 __all__ = ["UNSTABLE_PACKED_FAULTS", "CallRecord", "Prepared", "Raised", "judge_error", "judge_warnings", "may_corrupt_heap",
-           "prepare", "python_warnings", "record_candidate", "record_packing", "record_reference"]
+           "prepare", "python_warnings", "record_candidate", "record_packing", "record_reference", "unstable"]
 
 CONTRACT, INCIDENTAL, UNDEFINED = "contract", "incidental", "reference-undefined"
 
@@ -46,6 +46,11 @@ CONTRACT, INCIDENTAL, UNDEFINED = "contract", "incidental", "reference-undefined
 UNSTABLE_PACKED_FAULTS = frozenset({"h0 has one layer too many", "c0 has one layer too few", "c0 has one dimension too many",
                                     "h0 has one batch element too few", "c0 has one batch element too many",
                                     "hx in batch_first layout"})
+
+
+def unstable(case: Case) -> bool:
+    """Whether torch's answer to this invalid call varies run to run (``UNSTABLE_PACKED_FAULTS``)."""
+    return case.call.packed and case.fault is not None and case.fault.name in UNSTABLE_PACKED_FAULTS
 
 
 def _torch_dir() -> str:
@@ -163,7 +168,6 @@ def record_reference(case: Case, prepared: Optional[Prepared] = None) -> CallRec
     prepared = prepared if prepared is not None else prepare(case)
     if prepared.record is not None:
         return prepared.record
-    caught: list = []
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

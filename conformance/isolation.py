@@ -56,6 +56,14 @@ def read_frame(fd: int) -> Any:
     return pickle.loads(body)
 
 
+def _ended(code: int) -> str:
+    """How a process ended, from its exit code as subprocess gives it (negative: killed by a signal)."""
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else "?"
+        return f"was killed by signal {-code} ({name})"
+    return f"exited with status {code}"
+
+
 def _die_with_parent(deadline: Optional[float] = None) -> None:
     """In a forked child: end when the parent ends (Linux), and at ``deadline`` seconds at the latest.
 
@@ -155,10 +163,7 @@ class Worker:
         assert self.process is not None
         code = self.process.wait()
         self._replace()
-        if code < 0:
-            name = signal.Signals(-code).name if -code in signal.valid_signals() else "?"
-            return "crashed", f"was killed by signal {-code} ({name})"
-        return "crashed", f"exited with status {code}"
+        return "crashed", _ended(code)
 
 
 _WORKER = Worker()
@@ -283,10 +288,7 @@ class ForkedCall:
         _, status = os.waitpid(self.pid, 0)
         if not finished:
             return "crashed", f"did not finish within {self.timeout:g} s"
-        if os.WIFSIGNALED(status):
-            number = os.WTERMSIG(status)
-            return "crashed", f"was killed by signal {number} ({signal.Signals(number).name})"
-        return "crashed", f"exited with status {os.WEXITSTATUS(status)}"
+        return "crashed", _ended(os.waitstatus_to_exitcode(status))
 
 
 def run_in_fork(function: Any, *args: Any, timeout: float = DEFAULT_TIMEOUT) -> tuple[str, Any]:

@@ -41,8 +41,7 @@ UNDEFINED_TIME_LIMIT = 5.0
 
 
 def _candidate_time_limit(case: Any) -> float:
-    fault = case.fault.name if case.fault else ""
-    return UNDEFINED_TIME_LIMIT if fault in errors.UNSTABLE_PACKED_FAULTS else DEFAULT_TIMEOUT
+    return UNDEFINED_TIME_LIMIT if errors.unstable(case) else DEFAULT_TIMEOUT
 
 
 def _operations() -> dict:
