@@ -14,7 +14,8 @@ import numpy as np
 from .candidates import Candidate, CandidateError
 from .case import Case, PackingCall
 from .compare import compare_values, tolerance
-from .errors import CallRecord, judge_error, judge_warnings, python_warnings, record_packing, unstable
+from .errors import (NOT_RUN_UNSTABLE, CallRecord, judge_error, judge_warnings, python_warnings, record_packing,
+                     unstable)
 from .isolation import DEFAULT_TIMEOUT, run_isolated
 from .outcome import Outcome, StructureError
 from .reference import Expected, copy_args, expected_for
@@ -165,7 +166,10 @@ def check_error(candidate: Candidate, case: Case, timeout: float = DEFAULT_TIMEO
     Raises :class:`ConformanceFailure` when the candidate breaks the error policy (see
     :mod:`conformance.errors`); returns notes (information that is not a failure).
     """
-    reference = _isolated_record("reference", case, candidate.path)  # a forked drop-in call may start beside it
+    if unstable(case):
+        reference = CallRecord(not_run=NOT_RUN_UNSTABLE)
+    else:
+        reference = _isolated_record("reference", case, candidate.path)  # a forked drop-in call may start beside it
     got = _isolated_record("candidate", candidate.path, case, timeout=timeout)
     strictness = candidate.capabilities.errors
     verdict = judge_error(reference, got, strictness, case.fault.name if case.fault else "", unstable(case))

@@ -32,8 +32,8 @@ from .reference import copy_args
 from .timing import timed
 from .verdict import Problem
 
-__all__ = ["UNSTABLE_PACKED_FAULTS", "CallRecord", "Prepared", "Raised", "judge_error", "judge_warnings", "may_corrupt_heap",
-           "prepare", "python_warnings", "record_candidate", "record_packing", "record_reference", "unstable"]
+__all__ = ["NOT_RUN_UNSTABLE", "UNSTABLE_PACKED_FAULTS", "CallRecord", "Prepared", "Raised", "judge_error",
+           "judge_warnings", "may_corrupt_heap", "prepare", "python_warnings", "record_candidate", "record_packing", "record_reference", "unstable"]
 
 CONTRACT, INCIDENTAL, UNDEFINED = "contract", "incidental", "reference-undefined"
 
@@ -51,6 +51,11 @@ UNSTABLE_PACKED_FAULTS = frozenset({"h0 has one layer too many", "c0 has one lay
 def unstable(case: Case) -> bool:
     """Whether torch's answer to this invalid call varies run to run (``UNSTABLE_PACKED_FAULTS``)."""
     return case.call.packed and case.fault is not None and case.fault.name in UNSTABLE_PACKED_FAULTS
+
+
+#: torch's record on an ``unstable`` case: its call would decide nothing (any answer of the candidate
+#: passes) and costs a forked child (issue 6), so it is not made; the candidate's call still is.
+NOT_RUN_UNSTABLE = "its answer to this call varies run to run: it indexes the states out of bounds, pytorch/pytorch#173946"
 
 
 def _torch_dir() -> str:
@@ -106,10 +111,13 @@ class CallRecord:
     returned: str = ""
     warnings: tuple[tuple[str, str], ...] = ()
     crashed: str = ""
+    not_run: str = ""  # why the call was not made (torch on an ``UNSTABLE_PACKED_FAULTS`` case)
 
     def describe(self) -> str:
         if self.crashed:
             return self.crashed
+        if self.not_run:
+            return f"was not run ({self.not_run})"
         return f"raised {self.raised.describe()}" if self.raised else f"returned {self.returned}"
 
 
@@ -150,15 +158,24 @@ def may_corrupt_heap(prepared: Prepared) -> bool:
     input's (measured here: ``free(): invalid next size``, hangs) write out of bounds.  So a packed
     call runs unforked only when hx is absent or two 3-D tensors of the input's batch with as many
     layers each; anything else runs in a forked child of its own.
+
+    Fewer than two states never reach that code: torch's Python indexes ``hx[1]`` (``IndexError``)
+    or, for sorted input, its C++ checks the count first ("lstm expects two hidden states").  With
+    more than two, only the first two can reach it (the extra one is dropped, or rejected by that
+    check), so they decide.  Measured: 2000 such calls unforked, no crash, the same records as forked.
     """
     if not prepared.case.call.packed or prepared.record is not None or len(prepared.args) < 2:
         return False
     import torch
 
     hx = prepared.args[1]
-    if not (isinstance(hx, tuple) and len(hx) == 2 and all(isinstance(t, torch.Tensor) for t in hx)):
+    if not isinstance(hx, (tuple, list)):
         return True
-    h0, c0 = hx
+    if len(hx) < 2:
+        return False
+    h0, c0 = hx[0], hx[1]
+    if not (isinstance(h0, torch.Tensor) and isinstance(c0, torch.Tensor)):
+        return True
     batch = int(prepared.args[0].batch_sizes[0]) if len(prepared.args[0].batch_sizes) else 0
     return h0.dim() != 3 or c0.dim() != 3 or h0.shape[0] != c0.shape[0] or not h0.shape[1] == c0.shape[1] == batch
 

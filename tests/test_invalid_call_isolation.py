@@ -12,17 +12,19 @@ import pytest
 import torch
 from hypothesis import HealthCheck, find, settings
 
+from conformance import checks
 from conformance.candidates import make_candidate
 from conformance.isolation import Worker
-from conformance.errors import may_corrupt_heap, prepare, record_candidate, record_reference
+from conformance.errors import UNSTABLE_PACKED_FAULTS, may_corrupt_heap, prepare, record_candidate, record_reference
+from conformance.registry import resolve
 from conformance.reference import copy_args
 from conformance.strategies import PACKED_CALL_FAULTS, bad_call_cases, bad_constructor_cases
 
 #: Packed calls whose states torch's C++ code indexes out of bounds: layer counts of h0 and c0 that
 #: differ (pytorch/pytorch#173946), a batch other than the input's (measured: ``free(): invalid next
-#: size``, hangs), or states that are not two 3-D tensors.  Feature and dtype faults are checked.
-FORKED = {"hx is a single tensor, not a tuple", "hx is a tuple of three tensors", "hx is a tuple of one tensor",
-          "h0 has one dimension too few", "c0 has one dimension too many", "h0 has one layer too many",
+#: size``, hangs), or states that are not two 3-D tensors.  Feature and dtype faults are checked, and
+#: so is the number of states (a tuple of one or of three tensors).
+FORKED = {"hx is a single tensor, not a tuple", "h0 has one dimension too few", "c0 has one dimension too many", "h0 has one layer too many",
           "c0 has one layer too many", "h0 has one layer too few", "c0 has one layer too few",
           "h0 has one batch element too many", "c0 has one batch element too many",
           "h0 has one batch element too few", "hx in batch_first layout"}
@@ -42,6 +44,26 @@ def test_the_table_names_real_faults() -> None:
 def test_only_packed_calls_with_malformed_states_fork(fault: str) -> None:
     assert may_corrupt_heap(prepare(_example(fault, packed=True))) is (fault in FORKED)
     assert not may_corrupt_heap(prepare(_example(fault, packed=False)))  # torch's Python checks come first
+
+
+@pytest.mark.parametrize("fault", ["c0 has one layer too few", "h0 has one layer too few"])
+def test_torch_is_not_asked_where_its_answer_varies_run_to_run(fault: str, monkeypatch) -> None:
+    """Any answer of the port passes on an unstable fault, so torch's forked call would decide nothing."""
+    asked = []
+
+    def spy(operation, *args, **kwargs):
+        asked.append(operation)
+        return isolated(operation, *args, **kwargs)
+
+    isolated = checks.run_isolated
+    monkeypatch.setattr(checks, "run_isolated", spy)
+    notes = checks.check_error(resolve("torch"), _example(fault, packed=True))
+    if fault in UNSTABLE_PACKED_FAULTS:
+        assert asked == ["candidate"] and len(notes) == 1
+        assert notes[0].startswith(f"reference-undefined: [{fault}] torch was not run (its answer")
+    else:
+        assert asked == ["reference", "candidate"]
+        assert all("was not run" not in note for note in notes)
 
 
 class MutatesItsInput(torch.nn.LSTM):
@@ -97,7 +119,7 @@ class CrashesOnPacked(nn.LSTM):
 
 def test_a_drop_ins_call_started_beside_torchs_is_still_its_own(tmp_path, monkeypatch) -> None:
     """torch's forked call and the drop-in's run side by side: each record is the one its own call makes."""
-    case = _example("hx is a tuple of one tensor", packed=True)
+    case = _example("hx is a single tensor, not a tuple", packed=True)
     assert may_corrupt_heap(prepare(case))
     (tmp_path / "crashes_on_packed.py").write_text(CRASHES_ON_PACKED)
     monkeypatch.syspath_prepend(str(tmp_path))
