@@ -33,7 +33,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from . import timing
+from . import forkserver, timing
 
 __all__ = ["add_parser", "main", "analyse", "figures", "attribute", "load_records", "speedup_ceiling", "BenchError"]
 
@@ -166,7 +166,7 @@ def _children_cpu() -> float:
 def _environment(folder: Path, extra_path: Optional[Path] = None) -> dict:
     env = dict(os.environ)
     env[timing.ENV_VAR] = str(folder)
-    for name in (timing.OWNER_VAR, "PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS"):
+    for name in (timing.OWNER_VAR, forkserver.ENV_VAR, "PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS"):
         env.pop(name, None)
     if extra_path is not None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(extra_path), env.get("PYTHONPATH", "")) if p)

@@ -6,8 +6,10 @@ may crash or hang on anything.  Invalid calls therefore run in a long-lived work
 as ``("crashed", "was killed by signal 11 (SIGSEGV)")``, one that runs too long as
 ``("crashed", "did not finish within 30 s")``, and the run goes on.
 
-The worker (:mod:`conformance.worker`) is a plain subprocess speaking pickled frames on its stdin
-and on a duplicate of its stdout; anything the port prints goes to stderr.
+The worker (:mod:`conformance.worker`) speaks pickled frames: forked by the run's worker server
+(:mod:`conformance.forkserver`, torch imported once per run), on a Unix socket; started as
+``python -m conformance.worker`` where there is no server, on its stdin and a duplicate of its
+stdout.  Anything the port prints goes to stderr.
 """
 
 from __future__ import annotations
@@ -88,27 +90,38 @@ class Worker:
     """One worker process; :meth:`call` runs an operation in it with a time limit."""
 
     def __init__(self) -> None:
-        self.process: Optional[subprocess.Popen] = None
-        self.spare: Optional[subprocess.Popen] = None  # started after a crash: shrinking crashes again
+        self.process: Any = None  # a subprocess.Popen, or a forkserver.ServedWorker
+        self.spare: Any = None  # started after a crash: shrinking crashes again
         self.path: tuple = ()  # the import path the worker process has
 
     def prestart(self) -> None:
         """Launch the worker now, so that it imports torch while pytest starts up (issue 6: ~1 s per run).
 
         Each call first gives the worker this process's import path if it changed since (pytest adds
-        test folders while collecting).
+        test folders while collecting); a worker forked by the server also gets the environment.
         """
         if self.process is None:
             self.process = self._launch()
-            self.path = tuple(sys.path)
+            # a subprocess starts with this import path; a forked worker with the server's, set on its first call
+            self.path = tuple(sys.path) if isinstance(self.process, subprocess.Popen) else ()
 
     @staticmethod
-    def _launch() -> subprocess.Popen:
+    def _launch() -> Any:
+        """A worker forked by this run's server (:mod:`conformance.forkserver`) where there is one,
+        else a fresh ``python -m conformance.worker``."""
+        from . import forkserver
+
+        server = forkserver.address()
+        if server is not None:
+            try:
+                return forkserver.ServedWorker(server)
+            except OSError:
+                pass
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         return subprocess.Popen([sys.executable, "-m", "conformance.worker"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, env=env)
 
-    def _start(self) -> subprocess.Popen:
+    def _start(self) -> Any:
         if self.spare is not None and self.spare.poll() is None:
             # crashes come in runs (hypothesis shrinks a crashing case): the next spare starts
             # importing torch now, so that the next crash does not wait for it (issue 6)
@@ -139,7 +152,9 @@ class Worker:
         ``("crashed", what happened)``."""
         process = self.process if self.process is not None and self.process.poll() is None else self._start()
         if self.path != tuple(sys.path):  # pytest added a test folder: the port may be imported from there
-            status, value = self._send(process, "path", (list(sys.path),), timeout)
+            # a forked worker has the environment of the server's start: it takes this process's too
+            environ = None if isinstance(process, subprocess.Popen) else dict(os.environ)
+            status, value = self._send(process, "path", (list(sys.path), environ), timeout)
             if status != "ok":
                 return status, value
             self.path = tuple(sys.path)
@@ -148,7 +163,7 @@ class Worker:
     def _send(self, process: Any, operation: str, args: tuple, timeout: float) -> tuple[str, Any]:
         try:
             write_frame(process.stdin, (operation, args))
-        except BrokenPipeError:
+        except OSError:  # a pipe or a connection whose other end is gone
             return self._crashed()
         ready, _, _ = select.select([process.stdout], [], [], timeout)
         if not ready:
@@ -156,7 +171,7 @@ class Worker:
             return "crashed", f"did not finish within {timeout:g} s (a per-case time limit)"
         try:
             return read_frame(process.stdout.fileno())
-        except EOFError:
+        except (EOFError, OSError):
             return self._crashed()
 
     def _crashed(self) -> tuple[str, str]:

@@ -6,6 +6,7 @@ torch or the candidate does with an invalid call) until its stdin closes.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import traceback
@@ -44,6 +45,15 @@ def _candidate_time_limit(case: Any) -> float:
     return UNDEFINED_TIME_LIMIT if errors.unstable(case) else DEFAULT_TIMEOUT
 
 
+def _adopt(paths: list, environ: Optional[dict] = None) -> None:
+    """Take the pytest process's import path, and its environment (a worker forked by the server)."""
+    sys.path[:] = paths
+    if environ is not None:
+        for name in set(os.environ) - set(environ):
+            del os.environ[name]
+        os.environ.update(environ)
+
+
 def _operations() -> dict:
     candidates: dict[str, Any] = {}
     prepared: list[errors.Prepared] = []  # the invalid case last built here: torch's call, then the candidate's
@@ -51,6 +61,7 @@ def _operations() -> dict:
     def candidate(spec: str) -> Any:
         if spec not in candidates:
             candidates[spec] = resolve(spec)
+            gc.freeze()  # the port's modules live as long as this process (see serve)
         return candidates[spec]
 
     def prepare(case: Any) -> errors.Prepared:
@@ -97,22 +108,30 @@ def _operations() -> dict:
         "candidate": record_candidate,
         "forward": lambda spec, case, repeat, diagnose=False: checks.check_forward(candidate(spec), case, repeat, diagnose),
         "ping": lambda: "pong",
-        "path": lambda paths: sys.path.__setitem__(slice(None), paths),  # the pytest process's import path
+        "path": _adopt,
     }
 
 
-def serve() -> None:
-    protocol_out = os.fdopen(os.dup(1), "wb")
+def serve(requests: int = 0, replies: Any = None) -> None:
+    """Answer the operations read from fd ``requests`` on the stream ``replies`` until end of input.
+
+    Started as ``python -m conformance.worker``: stdin, and a duplicate of stdout.  Forked by
+    :mod:`conformance.forkserver`: both on the connection.
+    """
+    protocol_out = os.fdopen(os.dup(1), "wb") if replies is None else replies
     os.dup2(2, 1)  # whatever the port prints goes to stderr, never into the protocol
     sys.stdout = sys.stderr
     import torch
 
     torch.set_num_threads(1)
+    # issue 6 (speed): torch's objects live as long as this process; frozen, no collection walks them
+    # again, and a forked child's collections do not touch (copy) their pages
+    gc.freeze()
     operations = _operations()
     while True:
         try:
-            operation, args = read_frame(0)
-        except EOFError:
+            operation, args = read_frame(requests)
+        except (EOFError, ConnectionError):
             return
         try:
             reply: tuple[str, Any] = ("ok", operations[operation](*args))

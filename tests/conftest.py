@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conformance import forkserver
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -18,6 +20,7 @@ def run_pytest(args: list[str], cwd: Path, env: dict | None = None, timeout: int
     An ``env`` value of ``None`` removes that variable."""
     environ = dict(os.environ, PYTHONPATH=str(REPO))
     environ.pop("PYTEST_XDIST_WORKER", None)
+    environ.pop(forkserver.ENV_VAR, None)  # the run under test starts its own worker server
     environ.pop("LSTM_CONFORMANCE_IMPL", None)
     for key, value in (env or {}).items():
         if value is None:

@@ -59,3 +59,29 @@ def test_every_feature_has_a_focused_test() -> None:
 
     covered = set().union(*(focus_requirements(focus)[0] for focus in FOCI))
     assert covered == set(FEATURES)
+
+
+FREEZE_PROBE = """
+import gc, os
+
+def pytest_unconfigure(config):
+    with open(os.environ["FREEZE_PROBE_TO"], "a") as probe:
+        probe.write(f"{gc.get_freeze_count()}\\n")
+"""
+
+
+@pytest.mark.parametrize("selects_the_suite", [True, False])
+def test_start_up_objects_are_frozen_only_in_a_conformance_run(tmp_path, selects_the_suite: bool) -> None:
+    """gc.freeze() (issue 6: full collections and the one at exit skip torch's objects) is process-wide:
+    a pytest session that does not run the suite keeps its collector as it was."""
+    from tests.conftest import REPO, run_pytest
+
+    (tmp_path / "freeze_probe.py").write_text(FREEZE_PROBE)
+    (tmp_path / "test_other.py").write_text("def test_other():\n    assert True\n")
+    probe = tmp_path / "frozen.txt"
+    target = ["--pyargs", "conformance.suite", "--lstm-impl=torch", "-k", "nothing_at_all"] if selects_the_suite \
+        else ["test_other.py", "--lstm-impl=torch"]
+    run_pytest(["-p", "freeze_probe", *target], cwd=tmp_path,
+               env={"FREEZE_PROBE_TO": str(probe), "PYTHONPATH": f"{REPO}:{tmp_path}"})
+    frozen = int(probe.read_text().split()[0])
+    assert (frozen > 10_000) if selects_the_suite else frozen == 0, frozen

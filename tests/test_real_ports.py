@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conformance import expected
+from conformance import expected, forkserver
 from conformance.adapters import FEATURES, Capabilities
 from conformance.arrays import LSTMConfig
 from conformance.candidates import make_candidate
@@ -68,7 +68,7 @@ def private_home(tmp_path_factory: pytest.TempPathFactory):
 def _env(home: Path) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO), HOME=str(home), XDG_CACHE_HOME=str(home / "cache"),
                KERAS_HOME=str(home / "keras"))
-    for name in ("PYTEST_XDIST_WORKER", "LSTM_CONFORMANCE_IMPL", "PYTEST_ADDOPTS"):
+    for name in ("PYTEST_XDIST_WORKER", "LSTM_CONFORMANCE_IMPL", "PYTEST_ADDOPTS", forkserver.ENV_VAR):
         env.pop(name, None)
     return env
 

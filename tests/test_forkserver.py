@@ -1,0 +1,135 @@
+"""The worker server: one import of torch per run, workers forked from it, nothing left behind.
+
+A server forks the process that starts it, which must have a single thread: so each test starts it
+in a fresh interpreter (this pytest process may be an xdist worker, with execnet's threads).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conformance import forkserver
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the worker server is Linux only")
+
+REPO = Path(__file__).resolve().parent.parent
+
+SCRIPT = """
+import json, os, time
+from conformance import forkserver
+from conformance.arrays import LSTMConfig
+from conformance.case import Call, Case
+from conformance.isolation import Worker
+
+def parent(pid):
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+forkserver.start()
+server = forkserver._STARTED[0]
+worker, out, pids = Worker(), {}, []
+os.environ["LSTM_CONFORMANCE_TEST_MARK"] = "set after the server started"
+out["ping"] = worker.call("ping")
+status, record = worker.call("candidate", "tests.test_forkserver:SaysTheMark", Case(LSTMConfig(3, 4), Call(2, 2)))
+out["environment"] = record.raised.message
+out["kind"] = type(worker.process).__name__
+pids.append(worker.process.pid)
+out["parent_is_the_server"] = parent(worker.process.pid) == server
+case = Case(LSTMConfig(3, 4), Call(2, 2))
+out["crash"] = worker.call("forward", "tests.ports.misbehaving:SegfaultsOnBatches", case, False)
+started = time.perf_counter()
+out["after_the_crash"] = worker.call("forward", "torch", case, False)
+out["replacement_s"] = time.perf_counter() - started
+pids.append(worker.process.pid)
+out["hang"] = worker.call("forward", "tests.ports.misbehaving:HangsOnInputSizeSeven",
+                          Case(LSTMConfig(7, 4), Call(2, 2)), False, timeout=1)
+out["after_the_hang"] = worker.call("ping")
+pids.append(worker.process.pid)
+out["pids"], out["server"] = pids, server
+os.kill(server, 9)
+os.waitpid(server, 0)
+fresh = Worker()
+out["without_a_server"] = [fresh.call("ping"), type(fresh.process).__name__]
+fresh.stop()
+print(json.dumps(out))
+"""
+
+
+class SaysTheMark(torch.nn.LSTM):
+    """A port that raises with what its process's environment holds."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        raise KeyError(os.environ.get("LSTM_CONFORMANCE_TEST_MARK", "not set"))
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or one that has ended and waits to be reaped (state Z)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def test_served_workers_fail_and_are_replaced_like_started_ones() -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop(forkserver.ENV_VAR, None)
+    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["ping"] == ["ok", "pong"] and out["kind"] == "ServedWorker" and out["parent_is_the_server"]
+    assert out["environment"] == "'set after the server started'"  # the pytest process's environment, not the server's
+    assert out["crash"] == ["crashed", "was killed by signal 11 (SIGSEGV)"]  # the server's report of its child
+    assert out["after_the_crash"] == ["ok", None]
+    assert out["replacement_s"] < 1.0  # a fork, where starting python and importing torch takes seconds
+    assert out["hang"] == ["crashed", "did not finish within 1 s (a per-case time limit)"]
+    assert out["after_the_hang"] == ["ok", "pong"]
+    assert len(set(out["pids"])) == 3
+    assert out["without_a_server"] == [["ok", "pong"], "Popen"]  # a server that died: workers are started again
+    deadline = time.monotonic() + 10
+    while not all(_gone(pid) for pid in [out["server"], *out["pids"]]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(_gone(pid) for pid in [out["server"], *out["pids"]])  # the server and its workers end with the run
+
+
+PORT = """
+import os
+from torch import nn
+
+class RecordsItsProcess(nn.LSTM):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        with open(os.environ["RECORD_TO"], "a") as record:
+            record.write(f"{os.getpid()} {os.getppid()}\\n")
+"""
+
+
+def test_both_xdist_workers_get_their_workers_from_one_server(suite_runner, tmp_path) -> None:
+    (tmp_path / "records_its_process.py").write_text(PORT)
+    record = tmp_path / "record.txt"
+    result = suite_runner("--lstm-impl=records_its_process:RecordsItsProcess", "-n", "2", "--lstm-max-examples=3",
+                          "-k", "test_matches_torch", env={"RECORD_TO": str(record), "PYTHONPATH": f"{REPO}:{tmp_path}"})
+    assert result.returncode == 0, result.stdout[-3000:]
+    rows = [line.split() for line in record.read_text().splitlines()]
+    workers, parents = {row[0] for row in rows}, {row[1] for row in rows}
+    # one worker per xdist worker, both forked by one server (started workers would have one parent each)
+    assert len(workers) == 2 and len(parents) == 1, rows
+
+
+def test_a_server_address_is_only_taken_from_the_parent(monkeypatch) -> None:
+    monkeypatch.setattr(forkserver, "_STARTED", [])
+    monkeypatch.setenv(forkserver.ENV_VAR, f"{os.getppid()}:/tmp/some/socket")
+    assert forkserver.address() == "/tmp/some/socket"  # an xdist worker, spawned by the controller
+    monkeypatch.setenv(forkserver.ENV_VAR, f"{os.getpid() + 100000}:/tmp/some/socket")
+    assert forkserver.address() is None  # a pytest started further down (a test's subprocess) starts its own
+    monkeypatch.setenv(forkserver.ENV_VAR, "garbage")
+    assert forkserver.address() is None
