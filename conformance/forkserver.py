@@ -52,9 +52,12 @@ def start() -> Optional[str]:
         return address()
     if not sys.platform.startswith("linux") or threading.active_count() != 1:
         return None
-    folder = tempfile.mkdtemp(prefix="lstm-conformance-")
-    path = os.path.join(folder, "workers")
     try:
+        folder = tempfile.mkdtemp(prefix="lstm-conformance-")
+    except OSError:
+        return None
+    path = os.path.join(folder, "workers")
+    try:  # fails on a path longer than a Unix socket's ~107 bytes (a long TMPDIR) too
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(path)
         listener.listen(64)
@@ -182,7 +185,6 @@ def _fork_worker(listener: socket.socket, connection: socket.socket, worker: Any
     code = 1
     try:
         listener.close()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         _die_with_parent()  # the server dies with pytest, and its workers with it
         connection.settimeout(None)
@@ -297,6 +299,9 @@ class ServedWorker:
             except OSError:
                 pass
             self.returncode = os.waitstatus_to_exitcode(status) if status != _UNKNOWN else -signal.SIGKILL
-            self.stdin.close()
-            self._socket.close()
+            for channel in (self.stdin, self._socket):
+                try:  # a frame the worker never read (interrupted) cannot be flushed to it any more
+                    channel.close()
+                except OSError:
+                    pass
         return self.returncode

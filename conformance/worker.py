@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import sys
 import traceback
 from typing import Any, Optional
@@ -118,6 +119,9 @@ def serve(requests: int = 0, replies: Any = None) -> None:
     Started as ``python -m conformance.worker``: stdin, and a duplicate of stdout.  Forked by
     :mod:`conformance.forkserver`: both on the connection.
     """
+    # Ctrl-C reaches the whole process group: it is pytest's to handle (it stops the run, and this
+    # process ends with it), not a KeyboardInterrupt traceback from each worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     protocol_out = os.fdopen(os.dup(1), "wb") if replies is None else replies
     os.dup2(2, 1)  # whatever the port prints goes to stderr, never into the protocol
     sys.stdout = sys.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -133,3 +134,50 @@ def test_a_server_address_is_only_taken_from_the_parent(monkeypatch) -> None:
     assert forkserver.address() is None  # a pytest started further down (a test's subprocess) starts its own
     monkeypatch.setenv(forkserver.ENV_VAR, "garbage")
     assert forkserver.address() is None
+
+
+def _session_members(sid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] not in ("Z", "X"):  # fields[3]: the session id
+                members.append(int(entry))
+    return members
+
+
+def test_ctrl_c_stops_the_run_and_every_worker_quietly(tmp_path) -> None:
+    """Ctrl-C reaches the whole process group: pytest stops the run; no worker prints a traceback of its
+    own, and none is left running."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for name in (forkserver.ENV_VAR, "PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS"):
+        env.pop(name, None)
+    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with open(out, "w") as stdout_file, open(err, "w") as stderr_file:
+        process = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--pyargs",
+                                    "conformance.suite", "--lstm-impl=torch", "--hypothesis-profile=thorough", "-n", "2",
+                                    "-q"], cwd=tmp_path, env=env, stdout=stdout_file, stderr=stderr_file,
+                                   start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not re.search(r"^\.", out.read_text(), re.MULTILINE) and time.monotonic() < deadline:
+            time.sleep(0.2)  # until the first tests have passed: workers busy in the middle of the run
+        assert process.poll() is None, out.read_text()[-2000:]
+        os.killpg(process.pid, 2)  # SIGINT, as a terminal sends it
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 9)
+            process.wait()
+    stdout, stderr = out.read_text(), err.read_text()
+    assert process.returncode == 2, stdout[-2000:] + stderr[-2000:]  # pytest's "interrupted"
+    assert "KeyboardInterrupt" in stdout
+    assert "Traceback" not in stderr, stderr[-3000:]
+    deadline = time.monotonic() + 10
+    while _session_members(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _session_members(process.pid)
