@@ -33,7 +33,8 @@ from .timing import timed
 from .verdict import Problem
 
 __all__ = ["NOT_RUN_UNSTABLE", "UNSTABLE_PACKED_FAULTS", "CallRecord", "Prepared", "Raised", "judge_error",
-           "judge_warnings", "may_corrupt_heap", "prepare", "python_warnings", "record_candidate", "record_packing", "record_reference", "unstable"]
+           "judge_warnings", "may_corrupt_heap", "prepare", "python_warnings", "record_candidate", "record_packing",
+           "record_reference", "unstable"]
 
 CONTRACT, INCIDENTAL, UNDEFINED = "contract", "incidental", "reference-undefined"
 
@@ -55,7 +56,8 @@ def unstable(case: Case) -> bool:
 
 #: torch's record on an ``unstable`` case: its call would decide nothing (any answer of the candidate
 #: passes) and costs a forked child (issue 6), so it is not made; the candidate's call still is.
-NOT_RUN_UNSTABLE = "its answer to this call varies run to run: it indexes the states out of bounds, pytorch/pytorch#173946"
+NOT_RUN_UNSTABLE = ("its answer to this call varies run to run: it indexes the states out of bounds, "
+                    "pytorch/pytorch#173946")
 
 
 def _torch_dir() -> str:

@@ -222,12 +222,10 @@ def _reap(workers: set, ended: dict) -> None:
 def _status(pid: int, workers: set, ended: dict) -> int:
     """How worker ``pid`` ended (a wait status); waits up to 5 s for a worker still exiting."""
     deadline = time.monotonic() + 5.0
+    _reap(workers, ended)
     while pid in workers and time.monotonic() < deadline:
-        _reap({pid}, ended)
-        if pid in ended:
-            workers.discard(pid)
-        else:
-            time.sleep(0.005)
+        time.sleep(0.005)
+        _reap(workers, ended)
     return ended.pop(pid, _UNKNOWN)
 
 

@@ -118,7 +118,8 @@ def test_both_xdist_workers_get_their_workers_from_one_server(suite_runner, tmp_
     (tmp_path / "records_its_process.py").write_text(PORT)
     record = tmp_path / "record.txt"
     result = suite_runner("--lstm-impl=records_its_process:RecordsItsProcess", "-n", "2", "--lstm-max-examples=3",
-                          "-k", "test_matches_torch", env={"RECORD_TO": str(record), "PYTHONPATH": f"{REPO}:{tmp_path}"})
+                          "-k", "test_matches_torch",
+                          env={"RECORD_TO": str(record), "PYTHONPATH": f"{REPO}:{tmp_path}"})
     assert result.returncode == 0, result.stdout[-3000:]
     rows = [line.split() for line in record.read_text().splitlines()]
     workers, parents = {row[0] for row in rows}, {row[1] for row in rows}
