@@ -29,8 +29,9 @@ FEATURES: dict[str, str] = {
     "packed": "PackedSequence input built with enforce_sorted=True",
     "packed_unsorted": "PackedSequence input built with enforce_sorted=False (hx permuted by sorted_indices)",
     "dropout": "training mode with dropout between layers",
-    "noncontiguous": "non-contiguous input views (transposed or strided)",
+    "noncontiguous": "input, packed data and (h0, c0) given as views: transposed, strided, expanded, at an offset",
     "requires_grad": "inputs that require grad",
+    "argument_forms": "calls by keyword (input=, hx=) and hx given as a list",
 }
 
 #: How closely a port's exceptions follow torch's: the same type and message, the same type,
@@ -91,7 +92,9 @@ class Adapter:
 
         ``input`` is ``(L, N, H_in)`` (``(N, L, H_in)`` if batch_first), ``(L, H_in)`` unbatched, or
         :class:`PackedArrays`.  ``hx`` is ``None`` or ``(h0, c0)`` laid out as torch lays them
-        (never batch_first; in the caller's batch order for packed input).  Return
-        ``(output, (h_n, c_n))``; for packed input the output is :class:`PackedArrays`.
+        (never batch_first; in the caller's batch order for packed input), a tuple however the caller
+        passed it.  The arrays are views of the caller's tensors, with their strides (transposed,
+        strided, a stride of 0 where a tensor was expanded): read them through NumPy, never as raw
+        memory.  Return ``(output, (h_n, c_n))``; for packed input the output is :class:`PackedArrays`.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")

@@ -10,7 +10,7 @@ and the padded-plus-lengths layout most frameworks use (masks, ``seq_lengths``,
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -73,6 +73,33 @@ class PackedArrays(NamedTuple):
     unsorted_indices: Optional[np.ndarray] = None
 
 
+def _check_packed(packed: PackedArrays) -> None:
+    """Raise ValueError unless the parts fit together as torch's packing functions make them: 2-D data,
+    ``batch_sizes`` 1-D int64, positive, non-increasing and counting the data's rows, and the two index
+    arrays both absent or inverse permutations of the batch."""
+    data, counts = np.asarray(packed.data), np.asarray(packed.batch_sizes)
+    if data.ndim != 2:
+        raise ValueError(f"packed data must be 2-D (rows, features), got shape {data.shape}")
+    if counts.ndim != 1 or counts.size == 0 or counts.dtype != np.int64:
+        raise ValueError(f"batch_sizes must be a non-empty 1-D int64 array, got shape {counts.shape} {counts.dtype}")
+    if counts[-1] <= 0 or np.any(np.diff(counts) > 0) or int(counts.sum()) != data.shape[0]:
+        raise ValueError(f"batch_sizes {counts.tolist()} must be positive, non-increasing and count the "
+                         f"{data.shape[0]} rows of the packed data")
+    indices = (packed.sorted_indices, packed.unsorted_indices)
+    if all(i is None for i in indices):
+        return
+    batch = np.arange(counts[0])
+    orders = [None if i is None else np.asarray(i) for i in indices]
+    if any(o is None or o.shape != batch.shape or not np.array_equal(np.sort(o), batch) for o in orders) \
+            or not np.array_equal(orders[0][orders[1]], batch):
+        raise ValueError(f"sorted_indices {_listed(indices[0])} and unsorted_indices {_listed(indices[1])} must be "
+                         f"inverse permutations of the batch of {counts[0]}")
+
+
+def _listed(indices: Optional[np.ndarray]) -> Any:
+    return None if indices is None else np.asarray(indices).tolist()
+
+
 def _lengths_sorted(batch_sizes: np.ndarray) -> np.ndarray:
     """Length of each sorted sequence: the number of steps whose batch still includes it."""
     batch = int(batch_sizes[0])
@@ -82,8 +109,10 @@ def _lengths_sorted(batch_sizes: np.ndarray) -> np.ndarray:
 def packed_to_padded(packed: PackedArrays, padding_value: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(padded, lengths)``: time-major ``(T, N, *)`` in the caller's batch order.
 
-    This is what ``pad_packed_sequence(packed)`` returns, without torch.
+    This is what ``pad_packed_sequence(packed)`` returns, without torch.  A structure whose parts do
+    not fit together (a PackedSequence built by hand) raises ValueError, as ``nn.LSTM`` must refuse it.
     """
+    _check_packed(packed)
     batch_sizes = np.asarray(packed.batch_sizes, dtype=np.int64)
     steps, batch = len(batch_sizes), int(batch_sizes[0])
     data = np.asarray(packed.data)

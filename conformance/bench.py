@@ -11,7 +11,7 @@ on, and reports
 * ``scaling``: the same run with ``-n 2`` (pytest-xdist), and its speed-up over the plain run; also
   the fixed cost of each (a run selecting no test) and the speed-up those allow at most;
 * with ``--catalogue``: for each broken port of ``tests/ports/broken.py`` (a source checkout), the
-  seconds from starting ``pytest --lstm-impl=<port> --hypothesis-profile=P -x`` to its first reported
+  seconds from starting ``pytest --lstm-impl=<port> --lstm-profile=P -x`` to its first reported
   failure, and their median.
 
 The figures depend on the machine and on what else runs on it: the JSON records the load average
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from . import forkserver, timing
+from .options import OneLineParser, OptionError, argparse_type, non_negative_int, positive_int
 
 __all__ = ["add_parser", "main", "analyse", "figures", "attribute", "load_records", "speedup_ceiling", "BenchError"]
 
@@ -181,7 +182,7 @@ def run_suite(impl: str, profile: str, seed: Optional[int], workers: int = 0, ex
     ``empty=True`` selects no test: what is left is start-up and exit, the run's fixed cost.
     """
     args = [sys.executable, "-m", "pytest", "--pyargs", "conformance.suite", f"--lstm-impl={impl}",
-            f"--hypothesis-profile={profile}", "-p", "conformance.timing", "-p", "no:cacheprovider", "-q",
+            f"--lstm-profile={profile}", "-p", "conformance.timing", "-p", "no:cacheprovider", "-q",
             "--tb=line", "-W", "ignore::pytest.PytestAssertRewriteWarning", *extra]
     if seed is not None:
         args.append(f"--hypothesis-seed={seed}")
@@ -314,32 +315,42 @@ def table(report: dict, out: Any = sys.stdout) -> None:
 
 # --------------------------------------------------------------------------- command line
 def _seed(text: str) -> Optional[int]:
+    """A seed of 0 or more, or ``random`` (None: hypothesis draws its own)."""
     if text == "random":
         return None
     try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or 'random', got {text!r}") from None
+        return non_negative_int("--seed", text)
+    except OptionError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 0 or more, or 'random', got {text!r}") from None
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("impl", help="registered name or import path package.module:Class")
-    parser.add_argument("--profile", choices=PROFILES, default="ci", help="hypothesis profile (default ci)")
-    parser.add_argument("--json", metavar="FILE", default=None, help="also write the figures as JSON to FILE")
+    parser.add_argument("impl", help="the implementation: a registered name (see `lstm-conformance list`) "
+                                     "or an import path package.module:Class")
+    parser.add_argument("--profile", choices=PROFILES, default="ci",
+                        help="the suite's profile: dev, ci or thorough (default ci, whether or not CI is set, "
+                             "so that figures compare)")
+    parser.add_argument("--json", metavar="FILE", default=None,
+                        help="also write the figures as JSON to FILE (default: only the table is printed)")
     parser.add_argument("--seed", type=_seed, default=0,
-                        help="hypothesis seed, so that runs are comparable (default 0; 'random' for none)")
-    parser.add_argument("--workers", type=int, default=2, metavar="N",
-                        help="xdist workers for the scaling run (default 2)")
-    parser.add_argument("--no-scaling", dest="scaling", action="store_false", help="skip the -n N run")
+                        help="hypothesis seed, 0 or more, so that runs are comparable (default 0; 'random' "
+                             "for none)")
+    parser.add_argument("--workers", type=argparse_type(positive_int, "--workers"), default=2, metavar="N",
+                        help="xdist workers for the scaling run, 1 or more (default 2)")
+    parser.add_argument("--no-scaling", dest="scaling", action="store_false",
+                        help="skip the run with --workers N (default: run it, after the plain run)")
     parser.add_argument("--catalogue", action="store_true",
-                        help="also time each broken port of tests/ports/broken.py to its first failure (slow)")
-    parser.add_argument("-k", dest="keyword", default=None, help="only the tests pytest -k selects")
+                        help="also time each broken port of tests/ports/broken.py to its first failure "
+                             "(slow; default: off)")
+    parser.add_argument("-k", dest="keyword", default=None, metavar="EXPRESSION",
+                        help="only the tests pytest -k EXPRESSION selects (default: every test)")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``bench`` to ``lstm-conformance``'s sub-commands."""
     parser = subparsers.add_parser("bench", help="time the suite on one implementation: overhead, scaling, "
-                                                 "time to flag broken ports")
+                                                 "time to flag broken ports",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_arguments(parser)
     parser.set_defaults(func=main)
     return parser
@@ -428,16 +439,9 @@ def scaling(args: argparse.Namespace, extra: list, serial: dict) -> dict:
             "speedup_ceiling": round(speedup_ceiling(serial["wall_s"], fixed_plain, fixed_workers, args.workers), 3)}
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, with a bad option reported on one line (exit status 2), as ``lstm-conformance`` does."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"lstm-conformance bench: error: {message}\n")
-
-
 def _standalone(argv: Optional[list[str]] = None) -> int:
-    parser = _Parser(prog="python -m conformance.bench", description=__doc__,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="python -m conformance.bench", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter, error_name="lstm-conformance bench")
     _add_arguments(parser)
     return main(parser.parse_args(argv))
 

@@ -14,8 +14,9 @@ from typing import Any, Callable, Optional
 
 from .adapters import Adapter, Capabilities
 from .arrays import LSTMConfig, PackedArrays
+from .case import call_arguments
 from .outcome import Outcome, from_arrays, from_torch
-from .timing import timed  # lstm-conformance bench (issue 6): times the forward call only
+from .timing import timed  # lstm-conformance bench times the forward call only
 
 __all__ = ["Candidate", "CandidateError", "make_candidate"]
 
@@ -53,12 +54,17 @@ class Candidate:
         weights = {name: t.detach().numpy().copy() for name, t in (state_dict or {}).items()}
         return self.target(config, weights)
 
-    def call(self, instance: Any, args: tuple, training: bool) -> Any:
-        """One forward call, as the port receives it; returns what the port returned."""
+    def call(self, instance: Any, args: tuple, training: bool, form: str = "positional") -> Any:
+        """One forward call, as the port receives it; returns what the port returned.
+
+        ``args`` are the call's positional arguments; a drop-in is called in the case's argument ``form``
+        (``conformance.case.ARGUMENT_FORMS``), an adapter always as ``forward(input, hx, training=...)``.
+        """
         if self.kind == "drop-in":
             instance.train(training)
+            positional, keywords = call_arguments(args, form)
             with timed("candidate"):
-                return instance(*args)
+                return instance(*positional, **keywords)
         np_args = [_to_arrays(a) for a in args]
         x, hx = np_args[0], (np_args[1] if len(np_args) > 1 else None)
         with timed("candidate"):
@@ -75,9 +81,9 @@ class Candidate:
         what = "constructing the port and loading the reference's weights"
         return _guard(what, lambda: self.construct(config, state_dict), warnings_out)
 
-    def run(self, instance: Any, args: tuple, training: bool, packed: bool) -> Outcome:
+    def run(self, instance: Any, args: tuple, training: bool, packed: bool, form: str = "positional") -> Outcome:
         """:meth:`call` then :meth:`outcome`, with an exception reported as a CandidateError."""
-        return self.outcome(_guard("the forward call", lambda: self.call(instance, args, training)), packed)
+        return self.outcome(_guard("the forward call", lambda: self.call(instance, args, training, form)), packed)
 
 
 def _guard(what: str, action: Callable[[], Any], warnings_out: Optional[list] = None) -> Any:
@@ -93,7 +99,8 @@ def _guard(what: str, action: Callable[[], Any], warnings_out: Optional[list] = 
 
 
 def _to_arrays(value: Any) -> Any:
-    """Torch call arguments as the NumPy values an adapter receives (views where possible)."""
+    """Torch call arguments as the NumPy values an adapter receives: views of the same memory, with the
+    same strides (``Tensor.numpy`` shares it), and hx as a tuple however the caller passed it."""
     import torch
     from torch.nn.utils.rnn import PackedSequence
 
@@ -101,7 +108,7 @@ def _to_arrays(value: Any) -> Any:
         return PackedArrays(*(None if t is None else t.detach().numpy() for t in value))
     if isinstance(value, torch.Tensor):
         return value.detach().numpy()
-    if isinstance(value, tuple):
+    if isinstance(value, (tuple, list)):
         return tuple(_to_arrays(v) for v in value)
     return value
 

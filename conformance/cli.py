@@ -4,7 +4,9 @@ matrix, ``table`` several reports side by side, ``bench`` the suite's speed, ``l
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -12,13 +14,23 @@ from typing import Any, Optional
 
 from . import bench, report
 from .adapters import FEATURES
+from .options import OneLineParser, argparse_type, non_negative_int, positive_int
 from .registry import ResolutionError, available, resolve
 
-__all__ = ["main"]
+__all__ = ["default_profile", "main"]
+
+PROFILES = ("dev", "ci", "thorough")
+
+
+def default_profile() -> str:
+    """The profile when none is asked for: ``ci`` when the environment variable CI is set, else ``dev``,
+    as the pytest plugin chooses."""
+    return "ci" if os.environ.get("CI") else "dev"
 
 
 def _pytest_args(args: argparse.Namespace) -> list[str]:
-    out = ["-q", "--no-header", f"--hypothesis-profile={args.profile}"]
+    # -qq and -rN: pytest's own closing line and short summary give way to the summary table below
+    out = ["-qq", "-rN", "--no-header", f"--lstm-profile={args.profile}"]
     if args.max_examples is not None:
         out.append(f"--lstm-max-examples={args.max_examples}")
     if args.seed is not None:
@@ -27,8 +39,8 @@ def _pytest_args(args: argparse.Namespace) -> list[str]:
         out += ["-n", str(args.workers)]
     if getattr(args, "reproducers", None):
         out.append(f"--lstm-reproducers={args.reproducers}")
-    if not args.verbose:
-        out += ["--tb=line"]
+    if args.verbose:
+        out += ["-v", "--lstm-all-reports"]
     return out
 
 
@@ -40,16 +52,24 @@ def _resolve(impl: str) -> Optional[Any]:
         return None
 
 
-def _run(args: argparse.Namespace, doing: str) -> Optional[tuple[Any, report.Collector, int]]:
-    """Resolve the implementation and run the suite on it, ending with the summary table."""
+def _run(args: argparse.Namespace, doing: str) -> Optional[tuple[Any, report.Collector, int, float]]:
+    """Resolve the implementation and run the suite on it, ending with the summary table.
+
+    Returns the candidate, the collected results, pytest's exit code and the run's seconds.
+    """
+    if args.workers and importlib.util.find_spec("xdist") is None:
+        print(f"lstm-conformance: error: -n {args.workers} needs pytest-xdist, which is not installed "
+              "(pip install pytest-xdist, or leave -n out)", file=sys.stderr)
+        return None
     candidate = _resolve(args.impl)
     if candidate is None:
         return None
-    print(f"{doing} {candidate.name} ({candidate.path}, {candidate.kind}) against torch.nn.LSTM")
+    print(f"{doing} {candidate.name} ({candidate.path}, {candidate.kind}) against torch.nn.LSTM, "
+          f"profile {args.profile}")
     collector = report.Collector()
     code, elapsed = report.run_suite(args.impl, _pytest_args(args), collector)
     _summary(collector.results, elapsed)
-    return candidate, collector, code
+    return candidate, collector, code, elapsed
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -69,11 +89,12 @@ def _report(args: argparse.Namespace) -> int:
     ran = _run(args, "reporting on")
     if ran is None:
         return 2
-    candidate, collector, code = ran
+    candidate, collector, code, elapsed = ran
     if not collector.results:
         print(f"lstm-conformance: error: the suite ran no test (pytest exit code {code})", file=sys.stderr)
         return code or 2
-    doc = report.document(args.impl, candidate, args.profile, collector.results)
+    doc = report.document(args.impl, candidate, args.profile, collector.results, seed=args.seed, duration_s=elapsed,
+                          notes={kind: len(notes) for kind, notes in collector.notes.items()})
     if args.json:
         Path(args.json).write_text(report.to_json(doc))
         print(f"wrote {args.json}")
@@ -88,8 +109,9 @@ def _table(args: argparse.Namespace) -> int:
     for path in args.reports:
         try:
             doc = json.loads(Path(path).read_text())
-            if doc.get("schema") != report.SCHEMA_VERSION or "features" not in doc:
-                raise ValueError(f"not an lstm-conformance report (schema {report.SCHEMA_VERSION})")
+            if doc.get("schema") not in report.READABLE_SCHEMAS or "features" not in doc:
+                raise ValueError(f"not an lstm-conformance report (schema "
+                                 f"{' or '.join(map(str, report.READABLE_SCHEMAS))})")
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             print(f"lstm-conformance: error: cannot read report {path}: {reason}", file=sys.stderr)
@@ -117,9 +139,6 @@ def _summary(results: dict[str, report.TestResult], elapsed: float) -> None:
     counts = Counter(r.status for r in results.values())
     print("\n" + ", ".join(f"{counts[s]} {s}" for s in report.STATUSES if counts[s])
           + f" ({len(results)} tests) in {elapsed:.1f}s")
-    for result in results.values():
-        if result.status == "failed":
-            print(f"FAILED {result.test}: {(result.failures[0]['summary'] if result.failures else result.detail)[:300]}")
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -140,41 +159,63 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _suite_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("impl", help="registered name or import path package.module:Class")
-    parser.add_argument("--profile", choices=["dev", "ci", "thorough"], default="ci")
-    parser.add_argument("--max-examples", type=int, default=None, help="examples per test")
-    parser.add_argument("-n", dest="workers", type=int, default=0, help="parallel workers (pytest-xdist)")
-    parser.add_argument("--seed", type=int, default=None, help="hypothesis seed, to reproduce a run")
-    parser.add_argument("-v", "--verbose", action="store_true", help="full failure reports")
+    parser.add_argument("impl", help="the implementation: a registered name (see `lstm-conformance list`) "
+                                     "or an import path package.module:Class")
+    parser.add_argument("--profile", choices=PROFILES, default=default_profile(),
+                        help="the suite's profile: dev (few examples per test, quick), ci (more: what the main "
+                             "job runs) or thorough (many, slow). Default: ci when the environment variable CI "
+                             "is set, else dev, as for pytest")
+    parser.add_argument("--max-examples", type=argparse_type(positive_int, "--max-examples"), default=None,
+                        metavar="N", help="examples per test, 1 or more (default: the profile's number)")
+    parser.add_argument("-n", dest="workers", type=argparse_type(non_negative_int, "-n"), default=0,
+                        metavar="WORKERS", help="pytest-xdist worker processes running tests in parallel "
+                                                "(default 0: no xdist, every test in one process)")
+    parser.add_argument("--seed", type=argparse_type(non_negative_int, "--seed"), default=None, metavar="N",
+                        help="hypothesis seed, 0 or more, to reproduce a run, also under CI (default: none: "
+                             "hypothesis draws at random, or derandomizes when CI is set)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="every failure in full and examples of each kind of note (default: the first failure "
+                             "of each root cause in full, the others one line each; notes counted)")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, with a bad option reported on one line (no usage block)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"lstm-conformance: error: {message} (see lstm-conformance --help)\n")
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = _Parser(prog="lstm-conformance", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    check = sub.add_parser("check", help="run the conformance suite on one implementation")
+def _parser() -> OneLineParser:
+    """The whole command line: each sub-command's options, with their defaults in their help."""
+    parser = OneLineParser(prog="lstm-conformance", description=__doc__,
+                           error_name="lstm-conformance", error_hint=" (see lstm-conformance --help)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="run the conformance suite on one implementation",
+                           description="Run the conformance suite on IMPL and print one row per feature: "
+                                       "its status and the examples run. Exit status 0 if IMPL conforms, "
+                                       "1 if not, 2 for a usage error.")
     _suite_options(check)
-    check.add_argument("--reproducers", metavar="DIR", help="save each failure's reproducer script into DIR")
+    check.add_argument("--reproducers", metavar="DIR",
+                       help="also save each failure's reproducer script into DIR (default: none saved; "
+                            "each failure's report carries its reproducer anyway)")
     check.set_defaults(func=_check)
-    rep = sub.add_parser("report", help="run the suite and write the conformance matrix (JSON and/or Markdown)")
+    rep = sub.add_parser("report", help="run the suite and write the conformance matrix (JSON and/or Markdown)",
+                         description="Run the suite as check does and write the conformance matrix, with the "
+                                     "run's profile, seed and duration; at least one of --json and --markdown.")
     _suite_options(rep)
-    rep.add_argument("--json", metavar="FILE", help="write the report as JSON (schema: conformance.report)")
-    rep.add_argument("--markdown", metavar="FILE", help="write the report as Markdown")
+    rep.add_argument("--json", metavar="FILE",
+                     help="write the report as JSON to FILE (schema: conformance.report; default: not written)")
+    rep.add_argument("--markdown", metavar="FILE",
+                     help="write the report as Markdown to FILE (default: not written)")
     rep.set_defaults(func=_report)
-    table = sub.add_parser("table", help="one Markdown table, feature x implementation, from report JSON files")
-    table.add_argument("reports", nargs="+", metavar="REPORT.json")
-    table.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
+    table = sub.add_parser("table", help="one Markdown table, feature x implementation, from report JSON files",
+                           description="Print one Markdown table, feature x implementation, from the JSON "
+                                       "files of lstm-conformance report.")
+    table.add_argument("reports", nargs="+", metavar="REPORT.json", help="reports written by report --json")
+    table.add_argument("--markdown", metavar="FILE",
+                       help="also write the table to FILE (default: the table is only printed)")
     table.set_defaults(func=_table)
     bench.add_parser(sub)
     lister = sub.add_parser("list", help="registered implementations and their capabilities")
     lister.set_defaults(func=_list)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = _parser().parse_args(argv)
     return args.func(args)
 
 

@@ -28,9 +28,9 @@ from typing import Any, Optional
 from .candidates import Candidate
 from .case import Case, PackingCall
 from .outcome import StructureError
-from .reference import copy_args
+from .reference import copy_args, invoke
 from .timing import timed
-from .verdict import Problem
+from .verdict import Note, Problem
 
 __all__ = ["NOT_RUN_UNSTABLE", "UNSTABLE_PACKED_FAULTS", "CallRecord", "Prepared", "Raised", "judge_error",
            "judge_warnings", "may_corrupt_heap", "prepare", "python_warnings", "record_candidate", "record_packing",
@@ -43,7 +43,8 @@ CONTRACT, INCIDENTAL, UNDEFINED = "contract", "incidental", "reference-undefined
 #: crashes, and two processes given the same case can answer differently (measured: torch's call and
 #: a drop-in that *is* torch, forked side by side, disagreed on "c0 has one dimension too many").
 #: Each fault here was seen crashing torch (SIGSEGV, SIGABRT or ``free(): invalid next size``) in
-#: 120 calls; they are reference-undefined whatever one run of torch did.
+#: 120 calls; they are reference-undefined whatever one run of torch did.  No hand-built packed
+#: structure (``strategies.PACKED_STRUCTURE_FAULTS``) is here: torch answers each the same way every time.
 UNSTABLE_PACKED_FAULTS = frozenset({"h0 has one layer too many", "c0 has one layer too few", "c0 has one dimension too many",
                                     "h0 has one batch element too few", "c0 has one batch element too many",
                                     "hx in batch_first layout"})
@@ -55,7 +56,7 @@ def unstable(case: Case) -> bool:
 
 
 #: torch's record on an ``unstable`` case: its call would decide nothing (any answer of the candidate
-#: passes) and costs a forked child (issue 6), so it is not made; the candidate's call still is.
+#: passes) and costs a forked child, so it is not made; the candidate's call still is.
 NOT_RUN_UNSTABLE = ("its answer to this call varies run to run: it indexes the states out of bounds, "
                     "pytorch/pytorch#173946")
 
@@ -125,7 +126,7 @@ class CallRecord:
 
 @dataclass
 class Prepared:
-    """An invalid case built once, for torch's call and the candidate's (issue 6: half the builds).
+    """An invalid case built once, for torch's call and the candidate's (half the builds).
 
     ``record`` is set when building alone decides torch's answer: a constructor fault (the
     module was built, or its constructor raised).  ``args`` stay untouched: each call gets clones.
@@ -165,6 +166,13 @@ def may_corrupt_heap(prepared: Prepared) -> bool:
     or, for sorted input, its C++ checks the count first ("lstm expects two hidden states").  With
     more than two, only the first two can reach it (the extra one is dropped, or rejected by that
     check), so they decide.  Measured: 2000 such calls unforked, no crash, the same records as forked.
+
+    A packed structure built by hand whose parts do not fit together (``PACKED_STRUCTURE_FAULTS``:
+    batch_sizes that miscount the data's rows, increase, end with 0 or are int32; sorted_indices that are
+    no permutation) is decided by the same rule, through its ``batch_sizes[0]``: the kernel takes each
+    step's rows and states with bounds-checked slices, and indexes hx by sorted_indices checked too.
+    Measured on each fault: forked, torch never crashed and answered each case the same way twice;
+    unforked in one process, the same records as forked, and torch still right on a valid call after.
     """
     if not prepared.case.call.packed or prepared.record is not None or len(prepared.args) < 2:
         return False
@@ -191,7 +199,7 @@ def record_reference(case: Case, prepared: Optional[Prepared] = None) -> CallRec
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with timed("reference"):  # lstm-conformance bench: torch's forward on an invalid call
-                prepared.model(*copy_args(prepared.args))
+                invoke(prepared.model, copy_args(prepared.args), case.call.arguments)
     except Exception as exc:
         return CallRecord(raised=_raised(exc, "forward", torch_origin(exc)), warnings=prepared.warnings)
     return CallRecord(returned="a result", warnings=prepared.warnings + python_warnings(caught))
@@ -213,7 +221,7 @@ def record_candidate(candidate: Candidate, case: Case, prepared: Optional[Prepar
                 raise prepared.failure
             instance = candidate.construct(case.config, prepared.model.state_dict())
             stage = "forward"
-            result = candidate.call(instance, copy_args(prepared.args), case.call.training)
+            result = candidate.call(instance, copy_args(prepared.args), case.call.training, case.call.arguments)
         except Exception as exc:
             return CallRecord(raised=_raised(exc, stage, "candidate"), warnings=python_warnings(caught))
     try:
@@ -242,48 +250,51 @@ class ErrorVerdict:
 
     error_class: str
     problems: list[Problem] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
 
 
 def judge_error(reference: CallRecord, got: CallRecord, strictness: str, what: str = "",
-                unstable: bool = False) -> ErrorVerdict:
+                unstable: bool = False, call: str = "") -> ErrorVerdict:
     """Apply the error policy (module docstring) to torch's record and the candidate's.
 
-    ``what`` names the call (a fault's name) in the notes; ``unstable`` marks a call on which
-    torch's own answer varies (``UNSTABLE_PACKED_FAULTS``): reference-undefined.
+    ``what`` names the call (a fault's name) and ``call`` its form ("dense", "packed", ...) in
+    the notes; ``unstable`` marks a call on which torch's own answer varies
+    (``UNSTABLE_PACKED_FAULTS``): reference-undefined.
     """
-    where = f"[{what}] " if what else ""
     ref = reference.raised
     error_class = UNDEFINED if reference.crashed or ref is None or unstable else ref.origin
     verdict = ErrorVerdict(error_class)
     if error_class == UNDEFINED:
         # torch accepted a call its documentation rules out, or crashed: its own heap may be
         # corrupted (pytorch/pytorch#173946), so no behaviour of the candidate is wrong here.
-        verdict.notes.append(f"reference-undefined: {where}torch {reference.describe()}; the candidate {got.describe()}")
+        verdict.notes.append(Note(UNDEFINED, what, call, reference.describe(), got.describe()))
         return verdict
     if got.crashed:
-        verdict.problems.append(Problem("crashed", f"the candidate {got.crashed}; torch {reference.describe()}"))
+        verdict.problems.append(Problem("crashed", f"the candidate {got.crashed}; torch {reference.describe()}",
+                                        rule="crashed-where-torch-raises"))
         return verdict
     mine = got.raised
     if mine is None:
         missing = "a missing check" if error_class == CONTRACT else "torch rejects this call"
         verdict.problems.append(Problem("error", f"torch raises {ref.describe()} ({error_class} error), but the "
-                                                 f"candidate returned {got.returned}: {missing}"))
+                                                 f"candidate returned {got.returned}: {missing}",
+                                        rule="missing-check"))
         return verdict
     if mine.stage != ref.stage:
         verdict.problems.append(Problem("error", f"torch raises while {_doing(ref.stage)}: {ref.describe()}; "
-                                                 f"the candidate raised while {_doing(mine.stage)}: {mine.describe()}"))
+                                                 f"the candidate raised while {_doing(mine.stage)}: {mine.describe()}",
+                                        rule="wrong-stage"))
         return verdict
     same_type = ref.type_name in mine.bases
     if error_class == CONTRACT and strictness in ("exact", "type") and not same_type:
         verdict.problems.append(Problem("error", f"wrong exception type: torch raises {ref.describe()}; "
-                                                 f"the candidate raised {mine.describe()}"))
+                                                 f"the candidate raised {mine.describe()}", rule="wrong-type"))
     elif error_class == CONTRACT and strictness == "exact" and mine.message != ref.message:
         verdict.problems.append(Problem("error", f"wrong message: torch raises {ref.type_name} with\n"
                                                  f"  {ref.message!r}\nthe candidate raised {mine.type_name} with\n"
-                                                 f"  {mine.message!r}"))
+                                                 f"  {mine.message!r}", rule="wrong-message"))
     elif (not same_type or mine.message != ref.message) and error_class == INCIDENTAL:
-        verdict.notes.append(f"incidental error differs: {where}torch {ref.describe()}; the candidate {mine.describe()}")
+        verdict.notes.append(Note("incidental error differs", what, call, ref.describe(), mine.describe()))
     return verdict
 
 
@@ -304,5 +315,6 @@ def judge_warnings(reference: CallRecord, got: CallRecord, strictness: str) -> l
         if not found:
             emitted = "; ".join(f"{c}: {m}" for c, m in got.warnings) or "none"
             problems.append(Problem("warning", f"torch warns {category}: {message}\n"
-                                               f"the candidate did not (its warnings: {emitted})"))
+                                               f"the candidate did not (its warnings: {emitted})",
+                                    rule="missing-warning"))
     return problems

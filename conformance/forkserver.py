@@ -1,4 +1,4 @@
-"""One process per run that imports torch once and forks ready worker processes (issue 6).
+"""One process per run that imports torch once and forks ready worker processes.
 
 A worker started as ``python -m conformance.worker`` imports torch: ~1.1 s of CPU.  Under
 ``-n 2`` two of them start beside the two xdist workers and the controller, five imports of torch
@@ -72,7 +72,7 @@ def start() -> Optional[str]:
     if pid == 0:
         code = 1
         try:
-            _serve(listener)
+            _serve(listener, folder)
             code = 0
         except BaseException:  # noqa: BLE001 - report, and never return into pytest's code
             traceback.print_exc()
@@ -113,60 +113,64 @@ def _stop() -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-class _Stopping(Exception):
-    """SIGTERM from the process that started the server."""
+def _serve(listener: socket.socket, folder: str) -> None:
+    """The server: import once, then fork a worker per connection and report how workers ended.
 
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise _Stopping
-
-
-def _serve(listener: socket.socket) -> None:
-    """The server: import once, then fork a worker per connection and report how workers ended."""
+    SIGTERM ends it, quietly however often it comes: from the process that started it (:func:`_stop`),
+    at that process's end (``PR_SET_PDEATHSIG``), or sent to the whole process group by whatever stops
+    the run (a CI runner, ``kill -- -PGID``).  Its handler raises nothing, so that no signal can land
+    in the clean-up as an exception: it only wakes the loop (a byte on the wakeup pipe), which then
+    ends the workers and removes the socket's ``folder`` (a killed pytest runs no atexit clean-up).
+    """
     from .isolation import _die_with_parent
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is pytest's to handle; this dies with it
-    _die_with_parent()
-    import faulthandler
-
-    faulthandler.disable()  # pytest's, inherited: a worker's crash is reported as a signal, not a dump
-    import torch
-
-    from . import worker
-
-    torch.set_num_threads(1)
-    gc.freeze()  # see conformance.worker.serve
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is pytest's to handle; this ends with it
+    wake, woken = os.pipe()
+    os.set_blocking(woken, False)
+    signal.set_wakeup_fd(woken)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)  # the only handler here: a byte on `wake` is a SIGTERM
+    _die_with_parent(signum=signal.SIGTERM)
     workers: set[int] = set()  # running
-    ended: dict[int, int] = {}  # pid -> wait status, until someone asks
-    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        import faulthandler
+
+        faulthandler.disable()  # pytest's, inherited: a worker's crash is reported as a signal, not a dump
+        import torch
+
+        from . import worker
+
+        torch.set_num_threads(1)
+        gc.freeze()  # see conformance.worker.serve
+        ended: dict[int, int] = {}  # pid -> wait status, until someone asks
         while True:
-            ready, _, _ = select.select([listener], [], [], 1.0)
+            ready, _, _ = select.select([listener, wake], [], [], 1.0)
             _reap(workers, ended)
+            if wake in ready:
+                break
             if ready:
-                _answer(listener, workers, ended, worker)
-    except _Stopping:
-        pass
-    for pid in workers:  # end the workers still running, and reap them
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for pid in workers:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
+                _answer(listener, workers, ended, worker, (wake, woken))
+    finally:
+        for pid in workers:  # end the workers still running, and reap them
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in workers:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def _answer(listener: socket.socket, workers: set, ended: dict, worker: Any) -> None:
+def _answer(listener: socket.socket, workers: set, ended: dict, worker: Any, pipe: tuple) -> None:
     """One request: ``w`` (fork a worker serving this connection) or ``s<pid>`` (how it ended)."""
     connection, _ = listener.accept()
     try:
         connection.settimeout(5.0)
         request = _receive(connection, 1)
         if request == _WORKER:
-            workers.add(_fork_worker(listener, connection, worker))
+            workers.add(_fork_worker(listener, connection, worker, pipe))
         elif request == _STATUS:
             pid = _PID.unpack(_receive(connection, _PID.size))[0]
             connection.sendall(_PID.pack(_status(pid, workers, ended)))
@@ -176,17 +180,32 @@ def _answer(listener: socket.socket, workers: set, ended: dict, worker: Any) -> 
         connection.close()
 
 
-def _fork_worker(listener: socket.socket, connection: socket.socket, worker: Any) -> int:
-    pid = os.fork()
+def _fork_worker(listener: socket.socket, connection: socket.socket, worker: Any, pipe: tuple) -> int:
+    """Fork a worker serving ``connection``; its pid.
+
+    SIGTERM is blocked across the fork: the worker ends on it by default, like any process, and a
+    SIGTERM that arrives before it has dropped the server's handler waits until it has.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        raise
     if pid:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         return pid
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # one sent since the fork ends this process now
     from .isolation import _die_with_parent, write_frame
 
     code = 1
     try:
         listener.close()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        _die_with_parent()  # the server dies with pytest, and its workers with it
+        for end in pipe:
+            os.close(end)
+        _die_with_parent()  # the server ends with pytest, and its workers with it
         connection.settimeout(None)
         channel = connection.makefile("wb")
         write_frame(channel, os.getpid())  # the first frame: which process serves this connection

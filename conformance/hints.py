@@ -15,12 +15,12 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, replace
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from .case import Case
-from .compare import Tolerance, floor, tolerance, within
+from .compare import Tolerance, case_scale, floor, tolerance, value_scale, within
 from .localise import DIRECTIONS, Location, Run, run_torch, sequence_lengths, state_rows, time_major
 from .outcome import Outcome
 from .reference import Expected
@@ -39,9 +39,6 @@ class Hint:
     bug: str
     detail: str
 
-    def describe(self) -> str:
-        return f"{self.bug} [{self.name}]" + (f": {self.detail}" if self.detail else "")
-
 
 @dataclass
 class Evidence:
@@ -53,6 +50,7 @@ class Evidence:
     problems: list[Problem]
     location: Optional[Location] = None
     focus: Optional[Run] = None
+    candidate: Any = None  # the Candidate, for a "what if" on its side; None: none is asked
 
     @property
     def config(self):  # noqa: ANN201 - LSTMConfig
@@ -66,7 +64,8 @@ class Evidence:
         """``mine`` within the tolerance policy of ``truth`` (same shape required)."""
         if mine.shape != truth.shape:
             return False
-        tol = tolerance(self.config.dtype, truth if reference is None else reference, truth)
+        tol = tolerance(self.config.dtype, truth if reference is None else reference, truth,
+                        scale=case_scale(self.expected))
         return bool(within(mine, truth, tol).all())
 
     def matches_torch(self, state: Optional[dict] = None, args: Optional[tuple] = None,
@@ -76,12 +75,27 @@ class Evidence:
             return False
         config = replace(self.config, **(config_changes or {}))
         try:
+            call = self.case.call
             _, reference, oracle = run_torch(config, self.state() if state is None else state,
                                              self.expected.args if args is None else args,
-                                             self.case.call.training, self.case.call.packed)
+                                             call.training, call.packed, call.arguments)
         except Exception:  # a variant torch rejects is simply not what the port does
             return False
         return all(self.agrees(self.got.parts()[k], oracle.parts()[k], reference.parts()[k]) for k in oracle.parts())
+
+    def candidate_matches(self, args: tuple, form: str = "positional") -> bool:
+        """Does the candidate, called on other ``args`` (in argument ``form``), give torch's result for the
+        case?  For arguments holding the case's values in another layout or another form."""
+        if self.candidate is None:
+            return False
+        call = self.case.call
+        try:
+            instance = self.candidate.build(self.config, self.expected.model.state_dict())
+            got = self.candidate.run(instance, args, call.training, call.packed, form)
+        except Exception:  # it raised again, or returned something malformed: not the difference
+            return False
+        ref, oracle = self.expected.reference.parts(), self.expected.oracle.parts()
+        return all(self.agrees(got.parts()[k], oracle[k], ref[k]) for k in oracle)
 
     def part_agrees(self, name: str) -> bool:
         if self.got is None:
@@ -107,20 +121,20 @@ class Recogniser:
 
 def _second_call(ev: Evidence) -> Optional[str]:
     labelled = [p for p in ev.problems if p.kind in ("values", "shape", "dtype")]
-    if labelled and all(p.message.startswith("second call: ") for p in labelled):
+    if labelled and all(p.call == 2 for p in labelled):
         return "the first call matched torch; calling the same instance again with the same arguments did not"
     return None
 
 
 def _mutates_input(ev: Evidence) -> Optional[str]:
-    mutated = [p.message for p in ev.problems if p.kind == "mutated"]
+    mutated = [p.detail for p in ev.problems if p.kind == "mutated"]
     if mutated:
         return f"{mutated[0]}: copy before updating in place"
     return None
 
 
 def _raised_message(ev: Evidence) -> str:
-    return next((p.message for p in ev.problems if p.kind == "raised"), "")
+    return next((p.detail for p in ev.problems if p.kind == "raised"), "")
 
 
 def _numpy_of_grad_tensor(ev: Evidence) -> Optional[str]:
@@ -151,9 +165,91 @@ def _recurrent_dropout(ev: Evidence) -> Optional[str]:
                     "the recurrent state is dropped, while torch drops only the outputs passed between layers")
     if not (ev.case.call.training and 0 < cfg.dropout < 1 and cfg.num_layers > 1):
         return None
-    if any(p.kind == "values" and "(layer 0)" in p.message for p in ev.problems):
+    if any(p.kind == "values" and p.region == "layer 0" for p in ev.problems):
         return ("in training, layer 0's final states differ: torch applies dropout only to the outputs passed "
                 "between layers, never to the recurrent state")
+    return None
+
+
+def _mode_switch(ev: Evidence) -> Optional[str]:
+    rules = {p.rule for p in ev.problems}
+    if "eval-after-train" in rules:
+        return ("the same instance matched torch until a call in eval mode came after a call in training mode: "
+                ".eval() does not undo .train() (a training flag set by train() but never cleared; read "
+                "self.training, or the adapter's training argument, on every call)")
+    if "train-after-eval" in rules:
+        return ("the same instance matched torch in eval mode, then a call in training mode after it does not "
+                "follow torch's dropout: .train() after .eval() is not honoured")
+    return None
+
+
+#: What each statistical rule of :mod:`conformance.dropout` says about how masks are drawn, most telling first.
+_MASK_REUSE = {
+    "mask-reused-across-calls": "every call draws the same mask: a generator re-seeded in forward, or a mask kept "
+                                "from an earlier call",
+    "mask-shared-across-batch": "one mask is shared by all batch elements (a (T, 1, F) mask broadcast over the batch)",
+    "mask-shared-across-time": "one mask is reused at every time step (variational or locked dropout, as Keras' LSTM "
+                               "dropout draws it); torch draws every element of the (T, N, F) tensor afresh",
+    "mask-shared-across-features": "one mask value is shared by all features of a step (a (T, N, 1) mask broadcast)",
+}
+
+
+def _dropout_mask_reuse(ev: Evidence) -> Optional[str]:
+    rules = {p.rule for p in ev.problems}
+    return next((text for rule, text in _MASK_REUSE.items() if rule in rules), None)
+
+
+def _dropout_rate(ev: Evidence) -> Optional[str]:
+    rules = {p.rule for p in ev.problems}
+    if "dropout-rate-swapped" in rules:
+        return ("the masks recovered from many calls drop elements with probability 1 - dropout: the drop and keep "
+                "probabilities are swapped (a keep mask drawn as rand < p)")
+    if "dropout-rate" in rules:
+        return "the masks recovered from many calls drop elements at a rate that dropout makes unlikely"
+    return None
+
+
+def _dropout_scale(ev: Evidence) -> Optional[str]:
+    from .dropout import recover
+
+    cfg = ev.config
+    if ev.got is None or not any(p.rule == "no-legal-dropout-mask" for p in ev.problems):
+        return None
+    p = cfg.dropout
+    for factor, what in ((1.0, "not scaled"), (1.0 / p, "scaled by 1/p"), (1.0 - p, "multiplied by 1-p")):
+        if abs(factor * (1.0 - p) - 1.0) < 1e-9:  # the same as torch's 1/(1-p) (p = 0.5 for 1/p)
+            continue
+        found = recover(ev.case, ev.expected, ev.got, scale=factor)
+        if found is not None and not found.problems:
+            return (f"the result is explained by legal masks whose kept elements are {what} (x {factor:.4g}); torch "
+                    f"scales them by 1/(1-p) = {1.0 / (1.0 - p):.4g}")
+    return None
+
+
+def _dropout_place(ev: Evidence) -> Optional[str]:
+    import torch
+
+    from .dropout import recover
+
+    cfg, call = ev.config, ev.case.call
+    if ev.got is None or not call.training or cfg.dropout <= 0 or not any(p.kind == "values" for p in ev.problems):
+        return None
+    x = ev.expected.args[0]
+    if cfg.dropout == 1.0:
+        zero = x._replace(data=torch.zeros_like(x.data)) if hasattr(x, "batch_sizes") else torch.zeros_like(x)
+        if ev.matches_torch(args=(zero, *ev.expected.args[1:])):
+            return ("with dropout=1.0 the candidate matches torch on an all-zero input: the input of layer 0 is "
+                    "dropped too; torch drops only the outputs passed between layers")
+        return None
+    found = recover(ev.case, ev.expected, ev.got, input_dropout=True)
+    if found is not None and not found.problems:
+        return ("the result is explained by legal masks on the input of layer 0 as well as between layers: torch "
+                "never drops the input (nor anything but the outputs passed between layers)")
+    if any(p.rule == "no-legal-dropout-mask" for p in ev.problems):
+        found = recover(ev.case, ev.expected, ev.got, output_dropped=True)
+        if found is not None and not found.problems:
+            return ("the result is explained by legal masks between layers and on the last layer's output: torch "
+                    "never drops the final output")
     return None
 
 
@@ -172,20 +268,131 @@ def _dropout_on_output(ev: Evidence) -> Optional[str]:
     return None
 
 
-def _noncontiguous_input(ev: Evidence) -> Optional[str]:
-    import torch
+def _views(ev: Evidence) -> list[tuple[int, str, str]]:
+    """The call's tensors laid out as views: (position, name, layout), the position 0 for the input (or
+    the packed data), 10 and 11 for hx's h0 and c0."""
+    call = ev.case.call
+    views = [(0, "the packed data" if call.packed else "the input", call.layout)] if call.layout != "contiguous" else []
+    if call.with_hx and call.state_layout != "contiguous" and len(ev.expected.args) > 1:
+        views += [(10, "h0", call.state_layout), (11, "c0", call.state_layout)]
+    return views
 
-    x = ev.expected.args[0]
-    if ev.case.call.layout == "contiguous" or not isinstance(x, torch.Tensor):
-        return None
+
+def _replaced(args: tuple, change: Callable[[Any], Any], positions: set[int]) -> tuple:
+    """``args`` with ``change`` applied to the tensors at ``positions`` (see :func:`_views`); the packed
+    input's data for position 0.  One tensor passed twice stays one tensor."""
+    from torch.nn.utils.rnn import PackedSequence
+
+    done: dict[int, Any] = {}
+
+    def once(tensor: Any) -> Any:
+        if id(tensor) not in done:
+            done[id(tensor)] = change(tensor)
+        return done[id(tensor)]
+
+    x, rest = args[0], list(args[1:])
+    if 0 in positions:
+        x = PackedSequence(once(x.data), *x[1:]) if isinstance(x, PackedSequence) else once(x)
+    if rest and {10, 11} & positions:
+        rest[0] = type(rest[0])(once(t) if 10 + k in positions else t for k, t in enumerate(rest[0]))
+    return (x, *rest)
+
+
+def _c_strides(tensor: Any) -> tuple[int, ...]:
     strides, step = [], 1
-    for size in reversed(x.shape):
+    for size in reversed(tensor.shape):
         strides.insert(0, step)
         step *= size
-    as_contiguous = torch.as_strided(x, x.shape, strides, x.storage_offset())
-    if ev.matches_torch(args=(as_contiguous, *ev.expected.args[1:])):
-        return "the port reads the input's memory as if it were C-contiguous: honour strides or call .contiguous()"
+    return tuple(strides)
+
+
+#: How a port may misread a view's memory: (what it then reads, the strides and storage offset it uses).
+_READINGS = (
+    ("as if C-contiguous, ignoring the strides", lambda t: (_c_strides(t), t.storage_offset())),
+    ("with its strides but from the start of the storage, ignoring the storage offset", lambda t: (t.stride(), 0)),
+    ("from the start of the storage as if C-contiguous, ignoring the strides and the storage offset",
+     lambda t: (_c_strides(t), 0)),
+)
+
+
+def _misread(reading: Callable[[Any], tuple]) -> Callable[[Any], Any]:
+    import torch
+
+    def read(tensor: Any) -> Any:
+        strides, offset = reading(tensor)
+        return torch.as_strided(tensor.detach(), tensor.shape, strides, offset)  # raises past the storage's end
+
+    return read
+
+
+def _contiguous_copy(tensor: Any) -> Any:
+    import torch
+
+    return tensor.detach().clone(memory_format=torch.contiguous_format).requires_grad_(tensor.requires_grad)
+
+
+def _view_groups(ev: Evidence) -> list[tuple[str, set[int], str]]:
+    """The groups of views a port may handle alike: (their names, positions, layouts)."""
+    views = _views(ev)
+    groups = [[v for v in views if v[0] == 0], [v for v in views if v[0] >= 10], views]
+    seen, named = set(), []
+    for group in groups:
+        positions = frozenset(v[0] for v in group)
+        if group and positions not in seen:
+            seen.add(positions)
+            names = _and([v[1] for v in group])
+            layouts = _and(list(dict.fromkeys(v[2] for v in group)))
+            named.append((names, set(positions), layouts))
+    return named
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def _noncontiguous_input(ev: Evidence) -> Optional[str]:
+    for names, positions, layouts in _view_groups(ev):
+        for how, reading in _READINGS:
+            try:
+                misread = _replaced(ev.expected.args, _misread(reading), positions)
+            except RuntimeError:  # that reading runs past the storage: not what a port can have read
+                continue
+            if ev.matches_torch(args=misread):
+                return (f"the candidate matches torch given {names} ({layouts}) read {how}: honour the view's strides "
+                        "and storage offset (data_ptr(), stride()), or call .contiguous() first")
+    for names, positions, layouts in _view_groups(ev):
+        if ev.got is not None and ev.candidate_matches(_replaced(ev.expected.args, _contiguous_copy, positions),
+                                                       ev.case.call.arguments):
+            return (f"the candidate's result depends on the memory layout of {names} ({layouts}): given contiguous "
+                    "copies of the same values it matches torch")
     return None
+
+
+def _layout_rejected(ev: Evidence) -> Optional[str]:
+    if not any(p.kind == "raised" for p in ev.problems):
+        return None
+    for names, positions, layouts in _view_groups(ev):
+        if ev.candidate_matches(_replaced(ev.expected.args, _contiguous_copy, positions), ev.case.call.arguments):
+            return (f"the candidate raised on a valid call whose {names} {'is a' if ' and ' not in names else 'are'} "
+                    f"{layouts} view{'' if ' and ' not in names else 's'}; given contiguous copies of the same values "
+                    "it matches torch: it assumes contiguous memory (.view() where .reshape() is needed?)")
+    return None
+
+
+def _argument_form(ev: Evidence) -> Optional[str]:
+    call, args = ev.case.call, ev.expected.args
+    failed = "raised" if any(p.kind == "raised" for p in ev.problems) else "differs from torch"
+    positional = (args[0], tuple(args[1])) if len(args) > 1 else tuple(args)
+    if call.arguments == "positional" or not ev.candidate_matches(positional):
+        return None
+    if call.arguments == "keywords":
+        hx = ", hx=(h0, c0)" if len(args) > 1 else ""
+        return (f"called as model(input=x{hx}) the candidate {failed}; called positionally it matches torch: "
+                "nn.LSTM.forward takes its arguments by the names input and hx too")
+    ignored = failed != "raised" and ev.matches_torch(args=(args[0],))
+    return (f"with hx given as a list [h0, c0] the candidate {failed}; given the tuple (h0, c0) it matches torch"
+            + (" (its result is torch's with hx=None: the list was ignored)" if ignored else "")
+            + ": nn.LSTM takes hx as any sequence of two tensors")
 
 
 def _squeezed(ev: Evidence) -> Optional[str]:
@@ -245,13 +452,140 @@ def _projection_on_c(ev: Evidence) -> Optional[str]:
 def _float32_inside(ev: Evidence) -> Optional[str]:
     if ev.got is None or ev.config.dtype != "float64":
         return None
-    tol = Tolerance(floor("float32"), floor("float32"), 0.0)
     parts = ev.got.parts()
     oracle = ev.expected.oracle.parts()
+    tol = Tolerance(floor("float32") * value_scale(oracle.values()), floor("float32"), 0.0)
     if all(parts[k].shape == oracle[k].shape and within(parts[k], oracle[k], tol).all() for k in parts):
         worst = max((float(np.max(np.abs(parts[k] - oracle[k]), initial=0.0)) for k in parts), default=0.0)
         return f"every element agrees to float32 precision, none to float64 (largest difference {worst:.2g})"
     return None
+
+
+def _input_arrays(ev: Evidence) -> list[np.ndarray]:
+    """The call's x (a packed sequence's data), h0 and c0, as float64 arrays."""
+    import torch
+
+    arrays = []
+    for value in (ev.expected.args[0], *(ev.hx() or ())):
+        value = getattr(value, "data", value) if not isinstance(value, torch.Tensor) else value
+        if isinstance(value, torch.Tensor):
+            arrays.append(value.detach().double().numpy())
+    return arrays
+
+
+def _largest_input(ev: Evidence) -> float:
+    """The largest finite magnitude in x, h0 and c0."""
+    finite = [np.abs(a[np.isfinite(a)]) for a in _input_arrays(ev)]
+    return max((float(f.max()) for f in finite if f.size), default=0.0)
+
+
+def _first(mask: np.ndarray) -> str:
+    return "(" + ", ".join(str(int(i)) for i in np.argwhere(mask)[0]) + ")"
+
+
+def _nan_not_propagated(ev: Evidence) -> Optional[str]:
+    if ev.got is None or not any(np.isnan(a).any() for a in _input_arrays(ev)):
+        return None
+    for name, truth in ev.expected.oracle.parts().items():
+        mine = ev.got.parts()[name]
+        lost = np.isnan(truth) & np.isfinite(mine) if mine.shape == truth.shape else np.zeros(0, bool)
+        if lost.any():
+            return (f"{name} is finite at {int(lost.sum())} elements where torch's is NaN (first at {_first(lost)}): "
+                    "the NaN in the call's input or hx does not propagate; the port replaces NaN (nan_to_num, a "
+                    "clamp, or a max or min that drops NaN) where torch carries it through every later step and layer")
+    return None
+
+
+def _overflow(ev: Evidence) -> Optional[str]:
+    if ev.got is None:
+        return None
+    largest = _largest_input(ev)
+    if largest < 10 and ev.case.weight_scale <= 1:
+        return None
+    for name, truth in ev.expected.oracle.parts().items():
+        mine = ev.got.parts()[name]
+        new = ~np.isfinite(mine) & np.isfinite(truth) if mine.shape == truth.shape else np.zeros(0, bool)
+        if new.any():
+            scale = f", weights x{ev.case.weight_scale:g}" if ev.case.weight_scale > 1 else ""
+            return (f"{name} is NaN or inf at {int(new.sum())} elements where torch's is finite (first at "
+                    f"{_first(new)}), with inputs and states up to {largest:.3g}{scale}: a formula overflows at "
+                    "large arguments, e.g. tanh(x) as (exp(2x) - 1) / (exp(2x) + 1) or sigmoid(x) as "
+                    "exp(x) / (1 + exp(x)); torch's tanh and sigmoid saturate")
+    return None
+
+
+def _values_clipped(ev: Evidence) -> Optional[str]:
+    if ev.got is None:
+        return None
+    for name in ("c_n", "h_n", "output"):
+        mine, truth = ev.got.parts()[name], ev.expected.oracle.parts()[name]
+        if mine.shape != truth.shape or not mine.size or ev.part_agrees(name) or not np.isfinite(mine).all():
+            continue
+        bound = float(np.abs(mine).max())
+        attained = np.isclose(np.abs(mine), bound, rtol=1e-6, atol=0)
+        beyond = np.abs(truth) > bound * (1 + 1e-3)
+        bad = ~within(mine, truth, tolerance(ev.config.dtype, ev.expected.reference.parts()[name], truth,
+                                             value_scale(ev.expected.oracle.parts().values())))
+        clipped = attained & beyond & bad
+        # clipping leaves several elements at exactly the same magnitude, past which torch goes on, or
+        # one at a round bound (8.0, 10.0, 0.5): an exact round number is no accident of arithmetic
+        round_bound = bound == float(f"{bound:.2g}")
+        if bound > 0 and bad.any() and (int(clipped.sum()) >= 2
+                                        or (int(attained.sum()) >= 2 and not (bad & ~clipped).any())
+                                        or (round_bound and clipped.any() and not (bad & ~clipped).any())):
+            what = "the cell state" if name == "c_n" else "the hidden state"
+            reached = int(attained.sum())
+            return (f"{name} never exceeds {bound:.4g} in magnitude (reached at {reached} "
+                    f"element{'s' if reached != 1 else ''}) "
+                    f"where torch's reaches {float(np.abs(truth[np.isfinite(truth)]).max(initial=0)):.3g}: "
+                    f"{what} is clipped to [-{bound:.4g}, {bound:.4g}] (a cell_clip, or a fixed-point range)")
+    return None
+
+
+def _tiny_inputs_flushed(ev: Evidence) -> Optional[str]:
+    import torch
+
+    x = ev.expected.args[0]
+    data = getattr(x, "data", x) if not isinstance(x, torch.Tensor) else x
+    if not isinstance(data, torch.Tensor) or not data.numel():
+        return None
+    magnitude = data.detach().abs()
+    tried = None
+    for threshold in [torch.finfo(data.dtype).tiny] + [10.0 ** -k for k in range(12, 3, -1)]:
+        mask = (magnitude < threshold) & (magnitude > 0)
+        count = int(mask.sum())
+        if not count or count == tried:
+            continue
+        tried = count
+        flushed = torch.where(mask, torch.zeros_like(data), data.detach())
+        new_x = x._replace(data=flushed) if not isinstance(x, torch.Tensor) else flushed
+        if ev.matches_torch(args=(new_x, *ev.expected.args[1:])):
+            return (f"the candidate matches torch with the {count} input elements below {threshold:.3g} in magnitude "
+                    "set to zero: tiny inputs are flushed to zero (a threshold, or flush-to-zero arithmetic)")
+    return None
+
+
+def _zero_steps_skipped(ev: Evidence) -> Optional[str]:
+    import torch
+    from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+
+    loc = ev.location
+    if loc is None or loc.time_step is None or loc.layer is None:
+        return None
+    x = ev.expected.args[0]
+    if isinstance(x, PackedSequence):
+        steps = pad_packed_sequence(x)[0]  # (T, N, F) in the caller's batch order
+    elif isinstance(x, torch.Tensor):
+        steps = time_major(x.detach(), ev.config, ev.case)
+    else:
+        return None
+    zero = (steps == 0).all(dim=-1)  # (T, N)
+    b = loc.batch_element or 0
+    if not bool(zero[loc.time_step, b]):
+        return None
+    return (f"the first step that departs (step {loc.time_step} of batch element {b}, {loc.direction} direction) "
+            f"has an all-zero input ({int(zero.sum())} such steps in the input): the port treats a zero step as "
+            "padding and carries the state over it (Keras' Masking(mask_value=0)); torch computes every step")
 
 
 def _gate_order(ev: Evidence) -> Optional[str]:
@@ -482,7 +816,9 @@ def _upper_layer_weights(ev: Evidence) -> Optional[str]:
             "layers above 0 are loaded and indexed")
 
 
-def _hidden_units_from(ev: Evidence) -> Optional[str]:
+def _first_step_features_from(ev: Evidence) -> Optional[int]:
+    """At the first step that departs, the first output feature that differs, where the features below
+    it all agree and it is a multiple of 8 (the start of a block); None otherwise."""
     run, loc = ev.focus, ev.location
     if run is None or loc is None or loc.tensor != "output" or loc.time_step is None:
         return None
@@ -494,9 +830,102 @@ def _hidden_units_from(ev: Evidence) -> Optional[str]:
     step = time_major(mask, run.config, ev.case)[loc.time_step, :, d * features:(d + 1) * features]
     units = np.nonzero(step.any(axis=0))[0]
     first = int(units.min())
-    if first >= 8 and first % 8 == 0:
-        return (f"at the first step that departs only features {first} and up differ: a block or tile of "
-                f"{first} hidden units is handled, the rest are not")
+    return first if first >= 8 and first % 8 == 0 else None
+
+
+def _hidden_units_from(ev: Evidence) -> Optional[str]:
+    first = None if ev.config.proj_size else _first_step_features_from(ev)
+    if first is None:
+        return None
+    return (f"at the first step that departs only features {first} and up differ: a block or tile of "
+            f"{first} hidden units is handled, the rest are not")
+
+
+def _projected_features_from(ev: Evidence) -> Optional[str]:
+    first = _first_step_features_from(ev) if ev.config.proj_size else None
+    if first is None:
+        return None
+    return (f"at the first step that departs only projected features {first} and up (of proj_size "
+            f"{ev.config.proj_size}) differ: the projection handles a block or tile of {first} features, "
+            "the rest are not")
+
+
+def _kernel_rows(ev: Evidence, rows: np.ndarray) -> np.ndarray:
+    """Batch rows in the caller's order as the kernel sees them: sorted by length for packed input."""
+    order = getattr(ev.expected.args[0], "unsorted_indices", None)
+    return rows if order is None else order.numpy()[rows]
+
+
+def _batch_rows_from(ev: Evidence) -> Optional[str]:
+    """Only the batch rows from a multiple of 8 on differ, every one of them, as a kernel tiling the
+    batch would leave its partial last tile."""
+    if ev.got is None or ev.case.call.unbatched:
+        return None
+    differing: set[int] = set()
+    batch = 0
+    for name in ("output", "h_n", "c_n"):
+        mine, truth = ev.got.parts()[name], ev.expected.oracle.parts()[name]
+        if mine.shape != truth.shape:
+            return None
+        bad = ~within(mine, truth, tolerance(ev.config.dtype, ev.expected.reference.parts()[name], truth,
+                                             value_scale(ev.expected.oracle.parts().values())))
+        rows = (time_major(bad, ev.config, ev.case) if name == "output" else state_rows(bad, ev.case)).any(axis=(0, 2))
+        batch = rows.shape[0]
+        differing |= set(_kernel_rows(ev, np.nonzero(rows)[0]).tolist())
+    if not differing:
+        return None
+    first = min(differing)
+    if first < 8 or first % 8 or differing != set(range(first, batch)):
+        return None
+    order = ", counted in sorted order (longest sequence first)" if ev.case.call.packed else ""
+    return (f"batch rows 0 to {first - 1} agree and every row from {first} on (of {batch}{order}) differs: the batch "
+            f"is handled in whole tiles of rows (the first {first}), and the partial last tile is not")
+
+
+def _input_features_from(ev: Evidence) -> Optional[str]:
+    """The candidate matches torch with the input features past the last full block of a tile ignored
+    (zero weights for them), in the first layer or in every layer."""
+    cfg, tried = ev.config, set()
+    for tile in (256, 128, 64, 32, 16, 8):
+        for every_layer in (False, True):
+            state, starts, cut = ev.state(), set(), set()
+            for name, value in state.items():
+                if not name.startswith("weight_ih") or not (every_layer or "_l0" in name):
+                    continue
+                width = value.shape[1]
+                if width > tile and width % tile:
+                    value[:, width // tile * tile:] = 0
+                    starts.add(width // tile * tile)
+                    cut.add((name, width // tile * tile))
+            if not cut or frozenset(cut) in tried:  # nothing dropped, or the same variant as a larger tile's
+                continue
+            tried.add(frozenset(cut))
+            if ev.matches_torch(state):
+                if every_layer:
+                    return (f"the candidate matches torch with each layer's input features past its last full "
+                            f"block of {tile} set to zero: the input projection handles input features in blocks "
+                            f"of {tile} and drops the partial last block")
+                return (f"the candidate matches torch with input features {min(starts)} and up set to zero: the "
+                        f"input projection handles input features in whole blocks (the first {min(starts)} of "
+                        f"{cfg.input_size}) and drops the partial last block")
+    return None
+
+
+def _layer_limit(ev: Evidence) -> Optional[str]:
+    """Layers from some k on compute with layer k - 1's weights: weight loading (or a state buffer) sized
+    for k layers."""
+    cfg, loc = ev.config, ev.location
+    if cfg.num_layers < 3 or loc is None or not loc.layer:
+        return None
+    for limit in range(2, cfg.num_layers):
+        state = ev.state()
+        for name in list(state):
+            layer = _layer_of(name)
+            if layer >= limit:
+                state[name] = state[name.replace(f"_l{layer}", f"_l{limit - 1}")].clone()
+        if ev.matches_torch(state):
+            return (f"the candidate matches torch with every layer from {limit} on given layer {limit - 1}'s "
+                    f"weights: weight loading (or a buffer of weights) handles at most {limit} layers")
     return None
 
 
@@ -511,10 +940,20 @@ def _fixed_step_buffer(ev: Evidence) -> Optional[str]:
 RECOGNISERS: tuple[Recogniser, ...] = (
     Recogniser("mutates-input", "the port modifies its inputs in place", _mutates_input, any_case=True),
     Recogniser("numpy-of-grad-tensor", "input that requires grad not detached", _numpy_of_grad_tensor, any_case=True),
+    Recogniser("argument-form", "a way of passing the arguments that nn.LSTM accepts is not supported", _argument_form),
+    Recogniser("layout-rejected", "a valid view rejected: the port needs contiguous tensors", _layout_rejected),
+    Recogniser("noncontiguous-input", "a view's memory read as if laid out otherwise (strides or storage offset "
+               "ignored)", _noncontiguous_input),
     Recogniser("zero-state-shape", "default initial state built with the wrong shape", _zero_state_shape,
                any_case=True),
+    Recogniser("mode-switch", "switching .train()/.eval() on one instance not honoured", _mode_switch, any_case=True),
     Recogniser("second-call", "the port keeps state between calls (hx=None must mean zeros every time)", _second_call,
                any_case=True),
+    Recogniser("dropout-mask-reuse", "dropout masks not drawn independently per element and call", _dropout_mask_reuse,
+               any_case=True),
+    Recogniser("dropout-rate", "dropout drops elements at the wrong rate", _dropout_rate, any_case=True),
+    Recogniser("dropout-scale", "kept dropout elements scaled by the wrong factor", _dropout_scale, any_case=True),
+    Recogniser("dropout-place", "dropout applied somewhere torch does not apply it", _dropout_place, any_case=True),
     Recogniser("recurrent-dropout", "dropout applied to the recurrent state", _recurrent_dropout, any_case=True),
     Recogniser("squeezed-size-one", "a dimension of size 1 squeezed away", _squeezed, any_case=True),
     Recogniser("unbatched-as-batched", "unbatched input handled as a batch", _unbatched_as_batched, any_case=True),
@@ -522,6 +961,11 @@ RECOGNISERS: tuple[Recogniser, ...] = (
     Recogniser("states-swapped", "h_n and c_n returned in swapped order", _states_swapped),
     Recogniser("states-batch-first", "h_n/c_n returned in batch_first layout", _states_batch_first),
     Recogniser("projection-on-c", "the projection applied to c_n as well as h_n", _projection_on_c),
+    Recogniser("nan-not-propagated", "NaN in the input not propagated", _nan_not_propagated),
+    Recogniser("overflow", "overflow at large values (a formula that does not saturate)", _overflow),
+    Recogniser("values-clipped", "state clipped to a fixed range", _values_clipped),
+    Recogniser("tiny-inputs-flushed", "tiny inputs flushed to zero", _tiny_inputs_flushed),
+    Recogniser("zero-steps-skipped", "all-zero time steps skipped as padding", _zero_steps_skipped),
     Recogniser("float32-inside", "float32 arithmetic inside a float64 model", _float32_inside),
     Recogniser("gate-order", "gate order", _gate_order),
     Recogniser("single-bias", "only one of the two bias vectors used", _single_bias),
@@ -530,7 +974,6 @@ RECOGNISERS: tuple[Recogniser, ...] = (
     Recogniser("c0-ignored", "the given c0 ignored", _c0_ignored),
     Recogniser("c0-from-h0", "c0 taken from h0", _c0_from_h0),
     Recogniser("hx-not-permuted", "hx not permuted by sorted_indices", _hx_not_permuted),
-    Recogniser("noncontiguous-input", "strides of a non-contiguous input ignored", _noncontiguous_input),
     Recogniser("reverse-not-flipped", "reverse outputs not put back in time order", _reverse_not_flipped),
     Recogniser("directions-interleaved", "directions stacked and reshaped without a transpose", _directions_interleaved),
     Recogniser("packed-reverse-from-padded-end",
@@ -539,7 +982,11 @@ RECOGNISERS: tuple[Recogniser, ...] = (
     Recogniser("packed-state-not-held", "state not held at each sequence's end", _packed_state_not_held),
     Recogniser("state-layout", "state layout: h_n/c_n rows in the wrong order", _state_rows_permuted),
     Recogniser("dropout-in-eval", "dropout applied outside training", _dropout_in_eval),
+    Recogniser("layer-limit", "layers past a fixed number run with the last one's weights", _layer_limit),
     Recogniser("upper-layer-weights", "weights of layers above 0 mixed up", _upper_layer_weights),
+    Recogniser("batch-block", "a block of batch rows handled, the rows past it not", _batch_rows_from),
+    Recogniser("input-block", "input features past a block dropped", _input_features_from),
+    Recogniser("proj-block", "a block of projected features mishandled", _projected_features_from),
     Recogniser("hidden-block", "a block of hidden units mishandled", _hidden_units_from),
     Recogniser("fixed-step-buffer", "a fixed number of steps handled right", _fixed_step_buffer),
 )
@@ -566,6 +1013,11 @@ def _cat(blocks: list) -> object:
     import torch
 
     return torch.cat(blocks, 0)
+
+
+def _layer_of(name: str) -> int:
+    """The layer of a parameter name such as ``weight_ih_l3_reverse``."""
+    return int(name.split("_l")[-1].split("_")[0])
 
 
 def _name(prefix: str, row: int, cfg) -> str:  # noqa: ANN001 - LSTMConfig

@@ -3,8 +3,9 @@
 torch 2.13 itself segfaults on some invalid packed calls (pytorch/pytorch#173946), and a port
 may crash or hang on anything.  Invalid calls therefore run in a long-lived worker process
 (started once, restarted after a crash or a time-out).  A call that kills the worker comes back
-as ``("crashed", "was killed by signal 11 (SIGSEGV)")``, one that runs too long as
-``("crashed", "did not finish within 30 s")``, and the run goes on.
+as ``("crashed", "was killed by signal 11 (SIGSEGV)")``, one that runs past its limit, twice (see
+:meth:`Worker.call`), as ``("timeout", "did not finish within 30 s, nor within 60 s on a retry in
+a fresh worker")``, and the run goes on.
 
 The worker (:mod:`conformance.worker`) speaks pickled frames: forked by the run's worker server
 (:mod:`conformance.forkserver`, torch imported once per run), on a Unix socket; started as
@@ -23,11 +24,15 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Hashable
 from typing import Any, Optional
 
-__all__ = ["ForkedCall", "Worker", "prestart", "run_isolated", "run_in_fork", "read_frame", "write_frame", "DEFAULT_TIMEOUT"]
+__all__ = ["ForkedCall", "Worker", "prestart", "run_isolated", "run_in_fork", "read_frame", "write_frame",
+           "DEFAULT_TIMEOUT", "RETRY_FACTOR"]
 
 DEFAULT_TIMEOUT = 30.0
+#: A call past its limit is retried once, in a fresh worker, with this many times the limit (see :meth:`Worker.call`).
+RETRY_FACTOR = 2
 _HEADER = struct.Struct("<Q")
 
 
@@ -66,8 +71,8 @@ def _ended(code: int) -> str:
     return f"exited with status {code}"
 
 
-def _die_with_parent(deadline: Optional[float] = None) -> None:
-    """In a forked child: end when the parent ends (Linux), and at ``deadline`` seconds at the latest.
+def _die_with_parent(deadline: Optional[float] = None, signum: int = signal.SIGKILL) -> None:
+    """In a forked child: get ``signum`` when the parent ends (Linux), and end at ``deadline`` seconds at the latest.
 
     A child hung in a call (torch loops on some corrupted heaps) whose parent was killed first
     would otherwise spin on, an orphan eating a core for the rest of the run.
@@ -76,7 +81,7 @@ def _die_with_parent(deadline: Optional[float] = None) -> None:
         try:
             import ctypes
 
-            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            ctypes.CDLL(None).prctl(1, signum)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
     if os.getppid() == 1:  # the parent ended before the line above
@@ -93,9 +98,10 @@ class Worker:
         self.process: Any = None  # a subprocess.Popen, or a forkserver.ServedWorker
         self.spare: Any = None  # started after a crash: shrinking crashes again
         self.path: tuple = ()  # the import path the worker process has
+        self.timed_out: dict = {}  # (key, limit) -> message, for the calls that ran past their limit twice
 
     def prestart(self) -> None:
-        """Launch the worker now, so that it imports torch while pytest starts up (issue 6: ~1 s per run).
+        """Launch the worker now, so that it imports torch while pytest starts up (~1 s per run).
 
         Each call first gives the worker this process's import path if it changed since (pytest adds
         test folders while collecting); a worker forked by the server also gets the environment.
@@ -124,7 +130,7 @@ class Worker:
     def _start(self) -> Any:
         if self.spare is not None and self.spare.poll() is None:
             # crashes come in runs (hypothesis shrinks a crashing case): the next spare starts
-            # importing torch now, so that the next crash does not wait for it (issue 6)
+            # importing torch now, so that the next crash does not wait for it
             self.process, self.spare = self.spare, self._launch()
         else:
             self.process = self._launch()
@@ -147,28 +153,61 @@ class Worker:
                 process.wait()
         self.process = self.spare = None
 
-    def call(self, operation: str, *args: Any, timeout: float = DEFAULT_TIMEOUT) -> tuple[str, Any]:
-        """``("ok", value)``, ``("failed", ConformanceFailure)``, ``("error", traceback_text)`` or
-        ``("crashed", what happened)``."""
+    def call(self, operation: str, *args: Any, timeout: float = DEFAULT_TIMEOUT,
+             key: Optional[Hashable] = None) -> tuple[str, Any]:
+        """``("ok", value)``, ``("failed", ConformanceFailure)``, ``("error", traceback_text)``,
+        ``("crashed", what happened)`` or ``("timeout", what happened)``.
+
+        A call past ``timeout`` is retried once, in a fresh worker, with ``RETRY_FACTOR`` times the
+        limit; only a call past both is a ``"timeout"``.  What tells a slow first call from a hang is
+        only whether it ends when given more time: a port that compiles per shape (JAX,
+        ``torch.compile``) or pays a one-off cost on its first call in a process may pass the limit
+        once and be fast afterwards, and failed at once, hypothesis would replay the example, see it
+        pass, and call the run flaky.  The retry gets a longer limit, not a warmed worker: warming one
+        means letting the slow call run past the limit anyway, whereas the timed-out worker, perhaps
+        hung, is killed at the limit and the retry starts from a known state, paying the one-off costs
+        again within the longer limit.  A hang still fails, within ``(1 + RETRY_FACTOR) * timeout``.
+        Given a ``key``, a time-out is remembered: the same call again in this process (hypothesis'
+        replay of the failing example) gets the same answer at once, neither another wait nor a
+        different verdict.
+        """
+        memo = None if key is None else (key, timeout)
+        if memo in self.timed_out:
+            return "timeout", self.timed_out[memo]
+        status, value = self._call(operation, args, timeout)
+        if status != "timeout":
+            return status, value
+        longer = timeout * RETRY_FACTOR
+        status, value = self._call(operation, args, longer)  # the timed-out worker was replaced: a fresh one
+        if status != "timeout":
+            return status, value
+        message = f"did not finish within {timeout:g} s, nor within {longer:g} s on a retry in a fresh worker"
+        if memo is not None:
+            self.timed_out[memo] = message
+        return "timeout", message
+
+    def _call(self, operation: str, args: tuple, timeout: float) -> tuple[str, Any]:
+        """One try, in this worker or a fresh one if it is gone, all of it within ``timeout``."""
         process = self.process if self.process is not None and self.process.poll() is None else self._start()
+        deadline = time.monotonic() + timeout
         if self.path != tuple(sys.path):  # pytest added a test folder: the port may be imported from there
             # a forked worker has the environment of the server's start: it takes this process's too
             environ = None if isinstance(process, subprocess.Popen) else dict(os.environ)
-            status, value = self._send(process, "path", (list(sys.path), environ), timeout)
+            status, value = self._send(process, "path", (list(sys.path), environ), deadline, timeout)
             if status != "ok":
                 return status, value
             self.path = tuple(sys.path)
-        return self._send(process, operation, args, timeout)
+        return self._send(process, operation, args, deadline, timeout)
 
-    def _send(self, process: Any, operation: str, args: tuple, timeout: float) -> tuple[str, Any]:
+    def _send(self, process: Any, operation: str, args: tuple, deadline: float, timeout: float) -> tuple[str, Any]:
         try:
             write_frame(process.stdin, (operation, args))
         except OSError:  # a pipe or a connection whose other end is gone
             return self._crashed()
-        ready, _, _ = select.select([process.stdout], [], [], timeout)
+        ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
         if not ready:
             self._replace()
-            return "crashed", f"did not finish within {timeout:g} s (a per-case time limit)"
+            return "timeout", f"did not finish within {timeout:g} s"
         try:
             return read_frame(process.stdout.fileno())
         except (EOFError, OSError):
@@ -190,9 +229,10 @@ def prestart() -> None:
     _WORKER.prestart()
 
 
-def run_isolated(operation: str, *args: Any, timeout: float = DEFAULT_TIMEOUT) -> tuple[str, Any]:
-    """Run a registered operation in this process's worker."""
-    return _WORKER.call(operation, *args, timeout=timeout)
+def run_isolated(operation: str, *args: Any, timeout: float = DEFAULT_TIMEOUT,
+                 key: Optional[Hashable] = None) -> tuple[str, Any]:
+    """Run a registered operation in this process's worker (see :meth:`Worker.call`)."""
+    return _WORKER.call(operation, *args, timeout=timeout, key=key)
 
 
 _UNREAPED: list[int] = []  # forked children that sent their result and are still exiting
@@ -200,7 +240,7 @@ _FORKS = [0]  # forks so far; every 64th first collapses memory again (the paren
 
 
 def _collapse_into_huge_pages() -> None:
-    """Back this process's private writable memory with 2 MB pages where the kernel can (issue 6).
+    """Back this process's private writable memory with 2 MB pages where the kernel can.
 
     A fork copies a page-table entry per 4 kB page, and tearing the child down walks them again:
     with torch's ~150 MB of heap, ~8 ms of kernel time per forked call here.  With huge pages one
@@ -285,10 +325,12 @@ class ForkedCall:
         os.waitpid(self.pid, 0)
 
     def result(self) -> tuple[str, Any]:
-        """``("ok", value)``, ``("error", text)`` or ``("crashed", what)``; waits until the deadline at most.
+        """``("ok", value)``, ``("error", text)``, ``("crashed", what)`` or ``("timeout", what)``; waits
+        until the deadline at most, and is not retried: the child starts from its parent's state each
+        time, so a second try would take as long as the first.
 
         A child that sent back a readable result is not waited for: tearing down a process holding
-        torch takes ~3 ms (issue 6), and what it does after sending cannot change the result.
+        torch takes ~3 ms, and what it does after sending cannot change the result.
         """
         data, finished = self._read()
         if finished and data:
@@ -302,12 +344,13 @@ class ForkedCall:
             os.kill(self.pid, signal.SIGKILL)
         _, status = os.waitpid(self.pid, 0)
         if not finished:
-            return "crashed", f"did not finish within {self.timeout:g} s"
+            return "timeout", f"did not finish within {self.timeout:g} s"
         return "crashed", _ended(os.waitstatus_to_exitcode(status))
 
 
 def run_in_fork(function: Any, *args: Any, timeout: float = DEFAULT_TIMEOUT) -> tuple[str, Any]:
-    """Run ``function`` in a forked child: ``("ok", value)``, ``("error", text)`` or ``("crashed", what)``.
+    """Run ``function`` in a forked child: ``("ok", value)``, ``("error", text)``, ``("crashed", what)``
+    or ``("timeout", what)``.
 
     Only for single-threaded torch code (the worker sets one thread): fork is unsafe with threads.
     """

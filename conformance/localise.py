@@ -28,7 +28,7 @@ import numpy as np
 from .arrays import LSTMConfig
 from .candidates import Candidate
 from .case import Case
-from .compare import tolerance, within
+from .compare import tolerance, value_scale, within
 from .outcome import Outcome
 from .reference import Expected, evaluate
 
@@ -45,9 +45,6 @@ class Piece:
     status: str  # "matches", "differs", "raised"
     detail: str = ""
 
-    def describe(self) -> str:
-        return f"{self.name}: {self.status}" + (f" ({self.detail})" if self.detail else "")
-
 
 @dataclass(frozen=True)
 class Location:
@@ -62,24 +59,6 @@ class Location:
     steps_differing: int = 0  # time steps of that layer and direction that depart
     steps_total: int = 0
     pieces: tuple[Piece, ...] = ()
-
-    def describe(self) -> str:
-        where = []
-        if self.layer is not None:
-            where.append(f"layer {self.layer}")
-        if self.direction is not None:
-            where.append(f"{self.direction} direction")
-        if self.time_step is not None:
-            where.append(f"time step {self.time_step}")
-        if self.batch_element is not None:
-            where.append(f"batch element {self.batch_element}")
-        text = f"first departs from torch at {', '.join(where) or 'the whole model'} (in {self.tensor})"
-        if self.time_step is not None and self.steps_total:
-            text += f"; {self.steps_differing} of {self.steps_total} steps of that direction differ"
-        if len(self.directions_differing) > 1:
-            text += "; both directions differ"
-        lines = [text] + [f"  {piece.describe()}" for piece in self.pieces]
-        return "\n".join(lines)
 
     def piece(self, prefix: str) -> Optional[Piece]:
         return next((p for p in self.pieces if p.name.startswith(prefix)), None)
@@ -128,8 +107,10 @@ def sequence_lengths(case: Case, steps: int, batch: int) -> np.ndarray:
 # ------------------------------------------------------------------------------ running pieces
 
 
-def run_torch(config: LSTMConfig, state: dict, args: tuple, training: bool, packed: bool) -> tuple[Any, Outcome, Outcome]:
-    """torch.nn.LSTM for ``config`` with ``state``'s weights on ``args``: (raw output, result, oracle)."""
+def run_torch(config: LSTMConfig, state: dict, args: tuple, training: bool, packed: bool,
+              form: str = "positional") -> tuple[Any, Outcome, Outcome]:
+    """torch.nn.LSTM for ``config`` with ``state``'s weights on ``args`` (passed in argument ``form``):
+    (raw output, result, oracle)."""
     import torch
 
     with warnings.catch_warnings():
@@ -138,7 +119,7 @@ def run_torch(config: LSTMConfig, state: dict, args: tuple, training: bool, pack
         model.load_state_dict(state)
         model.train(training)
         with torch.no_grad():  # the raw output feeds the next piece: no autograd graph behind it
-            return evaluate(model, args, packed, config.dtype)
+            return evaluate(model, args, packed, config.dtype, form)
 
 
 def _masks(got: Outcome, reference: Outcome, oracle: Outcome, dtype: str) -> dict[str, Optional[np.ndarray]]:
@@ -148,17 +129,17 @@ def _masks(got: Outcome, reference: Outcome, oracle: Outcome, dtype: str) -> dic
         if mine.shape != truth.shape:
             masks[name] = None
         else:
-            masks[name] = ~within(mine, truth, tolerance(dtype, ref, truth))
+            masks[name] = ~within(mine, truth, tolerance(dtype, ref, truth, value_scale(oracle.parts().values())))
     return masks
 
 
 def _run(candidate: Candidate, config: LSTMConfig, state: dict, args: tuple, case: Case) -> Run:
-    training, packed = case.call.training, case.call.packed
-    raw, reference, oracle = run_torch(config, state, args, training, packed)
+    training, packed, form = case.call.training, case.call.packed, case.call.arguments
+    raw, reference, oracle = run_torch(config, state, args, training, packed, form)
     run = Run(config, reference, oracle, raw=raw)
     try:
         instance = candidate.build(config, state)
-        run.got = candidate.run(instance, args, training, packed)
+        run.got = candidate.run(instance, args, training, packed, form)
     except AssertionError as exc:  # CandidateError, StructureError
         run.error = str(exc).splitlines()[0]
         return run

@@ -1,15 +1,21 @@
-"""The pytest plugin: options, hypothesis profiles, the resolved implementation, the header.
+"""The pytest plugin: options, the suite's profiles, the resolved implementation, the header.
 
 Registered through the ``pytest11`` entry point, so ``pytest --lstm-impl=...`` works from any
 directory once the package is installed.  The conformance tests themselves live in
 :mod:`conformance.suite`.
+
+The entry point loads this module into every pytest session of the environment, so in a session
+that neither selects the suite nor gives an ``--lstm-*`` option it only adds its options: no
+hypothesis profile, marker, skip, torch import or implementation lookup.  Where the suite runs,
+its profile becomes hypothesis settings on the suite's own test functions (never the session's
+profile, which the user's own tests keep), and only the suite's tests are skipped as stress tier.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import gc
 import os
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -17,29 +23,38 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis.errors import InvalidArgument
 
-from . import expected, reproduce
+from . import expected
 from .candidates import Candidate
 from .checks import Runner
-from .verdict import ConformanceFailure
+from .output import FAILURE, NOTE, RunOutput
+from .verdict import Note
 from . import forkserver, isolation
 from .isolation import DEFAULT_TIMEOUT
+from .options import OptionError, positive_float, positive_int
 from .registry import ENV_VAR, ResolutionError, resolve
 
-# no "explain" phase: its "lines always and only run by failing test cases" point into the suite, not the port
-_COMMON = dict(deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow],
+#: The suite's profiles: examples per test.  Each is the hypothesis profile ``lstm-conformance-<name>``
+#: (the session's hypothesis settings with these on top), applied to the suite's own tests only.
+PROFILES: dict[str, int] = {"dev": 8, "ci": 30, "thorough": 300}
+PROFILE_PREFIX = "lstm-conformance-"
+# no "explain" phase: its "lines always and only run by failing test cases" point into the suite, not the port;
+# no blob: its advice, to decorate the test with @reproduce_failure, is for a test the user does not own
+_COMMON = dict(deadline=None, print_blob=False, suppress_health_check=[HealthCheck.too_slow],
                phases=[phase for phase in Phase if phase is not Phase.explain])
-settings.register_profile("dev", max_examples=8, **_COMMON)
-settings.register_profile("ci", max_examples=30, **_COMMON)
-settings.register_profile("thorough", max_examples=300, **_COMMON)
+_SUITE = Path(__file__).resolve().parent / "suite"
+_ISOLATION = ("process", "inline")
+_OPTION_DEFAULTS = {"lstm_isolation": "process", "lstm_timeout": DEFAULT_TIMEOUT}  # the others: None or False
+# The profiles this plugin registered under names given to --hypothesis-profile (see _let_hypothesis_load),
+# by name: each session of a process registers its own, so that none keeps an earlier session's settings.
+_ALIASES: dict[str, settings] = {}
 
 _CANDIDATE = pytest.StashKey[Candidate]()
 _EXPECTED = pytest.StashKey[tuple]()
-_PROFILE = pytest.StashKey[str]()
+_PROFILE = pytest.StashKey[str]()  # the suite's profile, a key of PROFILES
 _WHEN = pytest.StashKey[list]()  # expected-failure entries with case properties, per test
-NOTE = "lstm-conformance-note"
 EXAMPLES = "lstm-conformance-examples"
-FAILURE = "lstm-conformance-failure"
 
 
 def pytest_addoption(parser: Any) -> None:
@@ -49,7 +64,7 @@ def pytest_addoption(parser: Any) -> None:
                          f"import path package.module:Class. Default: ${ENV_VAR}, else the bundled 'numpy'.")
     group.addoption("--lstm-stress", action="store_true", default=False,
                     help="also run the stress tier (large weights, long sequences)")
-    group.addoption("--lstm-isolation", choices=["process", "inline"], default="process",
+    group.addoption("--lstm-isolation", default="process", metavar="{process,inline}",
                     help="run each case in a worker process, so a crashing or hanging port fails that case "
                          "and the run goes on (default), or inline in the test process (faster to debug; "
                          "invalid calls are always isolated)")
@@ -57,38 +72,39 @@ def pytest_addoption(parser: Any) -> None:
                     help="file of test-id prefixes with reasons (default: the file the implementation declares)")
     group.addoption("--lstm-skip-expected-failures", action="store_true", default=False,
                     help="skip expected failures instead of running them as xfail (faster)")
-    group.addoption("--lstm-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                    help=f"per-case time limit for isolated cases (default {DEFAULT_TIMEOUT:g})")
-    group.addoption("--lstm-max-examples", type=int, default=None, metavar="N",
-                    help="examples per test, overriding the hypothesis profile's number")
+    group.addoption("--lstm-timeout", default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                    help=f"per-case time limit in seconds for isolated cases (default {DEFAULT_TIMEOUT:g}); a case "
+                         "past it is retried once in a fresh worker with twice the limit before it fails as a "
+                         "time-out")
+    group.addoption("--lstm-profile", default=None, metavar="{dev,ci,thorough}",
+                    help="the suite's profile: examples per test (dev 8, ci 30, thorough 300), deadline off. "
+                         "Default: --hypothesis-profile where it names one of these, else ci when $CI is "
+                         "set, else dev. Applies to the suite's own tests only")
+    group.addoption("--lstm-max-examples", default=None, metavar="N",
+                    help="examples per test, overriding the profile's number")
+    group.addoption("--lstm-all-reports", action="store_true", default=False,
+                    help="show every failure in full, instead of the first of each root cause in full and the "
+                         "others in one line each")
     group.addoption("--lstm-reproducers", default=None, metavar="DIR",
                     help="also save each failure's reproducer script into DIR (each failure carries it anyway)")
 
 
-@pytest.hookimpl(trylast=True)  # after hypothesis' own plugin has loaded --hypothesis-profile
+@pytest.hookimpl(tryfirst=True)  # before hypothesis' own plugin loads --hypothesis-profile
 def pytest_configure(config: Any) -> None:
+    if not _conformance_run(config):
+        return
+    _check_options(config)
     config.addinivalue_line("markers", "stress: stress tier, run only with --lstm-stress")
-    profile = config.getoption("hypothesis_profile", None)
-    if not profile:
-        profile = "ci" if os.environ.get("CI") else "dev"
-        settings.load_profile(profile)
-    changes: dict[str, Any] = {}
-    if config.getoption("hypothesis_seed", None) is not None and settings.default.derandomize:
-        changes["derandomize"] = False  # hypothesis derandomizes when CI is set: the user's seed must count
-    if config.getoption("lstm_max_examples"):
-        changes["max_examples"] = config.getoption("lstm_max_examples")
-    if changes:
-        settings.register_profile(f"{profile}-as-asked", parent=settings.default, **changes)
-        settings.load_profile(f"{profile}-as-asked")
-    config.stash[_PROFILE] = profile
-    config.pluginmanager.register(_Notes(), "lstm-conformance-notes")
+    config.stash[_PROFILE] = _profile(config)
+    _let_hypothesis_load(config.getoption("hypothesis_profile", None))
+    config.pluginmanager.register(RunOutput(config), "lstm-conformance-output")
     if config.getoption("lstm_isolation") == "process":
         if _starts_the_worker_server(config):
-            # issue 6 (speed): one process imports torch for every worker of the run, while this one starts
+            # one process imports torch for every worker of the run, while this one starts
             forkserver.start()
         if _runs_suite_here(config):
             isolation.prestart()
-    if not _is_xdist_controller(config):  # issue 6: the controller runs no test; importing torch would delay its workers
+    if not _is_xdist_controller(config):  # the controller runs no test; importing torch would delay its workers
         import torch
 
         # One intra-op thread: the calls are small, two threads on two cores are slower and erratic
@@ -103,11 +119,94 @@ def pytest_configure(config: Any) -> None:
     except (ResolutionError, expected.ExpectedFailuresError) as exc:
         raise pytest.UsageError(f"lstm-conformance: {exc}") from None
     if _suite_selected(config):
-        # issue 6 (speed): torch, pytest and the port are loaded: ~10^5 objects that live as long as the
-        # run.  Frozen, each full collection during the run and the last one at exit skip them: measured
-        # 0.5 s less per run, 0.35 s less at the exit of each process (plain and every xdist worker).
-        # Cyclic garbage among them is not collected afterwards: a process embedding pytest.main() keeps it.
+        # torch, pytest and the port are loaded: ~10^5 objects that live as long as the run.  Frozen,
+        # each full collection during the run and the last one at exit skip them.  Cyclic garbage among
+        # them is not collected afterwards: a process embedding pytest.main() keeps it.
         gc.freeze()
+
+
+def _conformance_run(config: Any) -> bool:
+    """Whether this session is a conformance run: it selects the suite, or gives an ``--lstm-*`` option."""
+    if _suite_selected(config):
+        return True
+    if any(str(arg).startswith("--lstm-") for arg in config.invocation_params.args):
+        return True
+    return any(value not in (None, False, _OPTION_DEFAULTS.get(name))
+               for name, value in vars(config.option).items() if name.startswith("lstm_"))
+
+
+def _check_options(config: Any) -> None:
+    """Each option's value checked (and converted) once; a bad one is a one-line usage error."""
+    option = config.option
+    try:
+        if option.lstm_impl is not None and not option.lstm_impl.strip():
+            raise OptionError("--lstm-impl must name an implementation (a registered name or package.module:Class)")
+        option.lstm_timeout = positive_float("--lstm-timeout", option.lstm_timeout)
+        if option.lstm_max_examples is not None:
+            option.lstm_max_examples = positive_int("--lstm-max-examples", option.lstm_max_examples)
+        _choice("--lstm-isolation", option.lstm_isolation, _ISOLATION)
+        if option.lstm_profile is not None:
+            _choice("--lstm-profile", option.lstm_profile, PROFILES)
+        folder = option.lstm_reproducers
+        if folder is not None and (not folder.strip() or (Path(folder).exists() and not Path(folder).is_dir())):
+            raise OptionError(f"--lstm-reproducers must be a folder (it is made if missing), got {folder!r}")
+    except OptionError as exc:
+        raise pytest.UsageError(f"lstm-conformance: {exc}") from None
+
+
+def _choice(option: str, value: Any, choices: Any) -> None:
+    if value not in choices:
+        raise OptionError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _profile(config: Any) -> str:
+    """The suite's profile: --lstm-profile; else --hypothesis-profile where it names one; else ci
+    where $CI is set; else dev."""
+    given = config.getoption("lstm_profile")
+    if given:
+        return given
+    named = config.getoption("hypothesis_profile", None)
+    if named in PROFILES:
+        return named
+    return "ci" if os.environ.get("CI") else "dev"
+
+
+def _let_hypothesis_load(name: Any) -> None:
+    """Let ``--hypothesis-profile=dev`` (or thorough) select the suite's profile without an error.
+
+    Hypothesis' plugin loads that name as the session's profile, and hypothesis itself registers
+    only ``default`` and ``ci``.  Where no one registered the name, it is registered here as the
+    session's settings unchanged: it selects the suite's profile and leaves everything else as it was.
+    A profile of that name the user registered is left alone."""
+    if name not in PROFILES:
+        return
+    try:
+        registered = settings.get_profile(name)
+    except InvalidArgument:
+        registered = None
+    if registered is not None and registered is not _ALIASES.get(name):
+        return  # hypothesis' own (ci) or the user's
+    _ALIASES[name] = settings(settings.default)
+    settings.register_profile(name, _ALIASES[name])
+
+
+def _suite_settings(config: Any) -> settings:
+    """The settings the suite's tests run with: the session's hypothesis settings as they are now
+    (the user's profile, --hypothesis-verbosity, ...) with the suite's profile on top."""
+    session = settings.default
+    for name, examples in PROFILES.items():
+        settings.register_profile(PROFILE_PREFIX + name, parent=session, max_examples=examples, **_COMMON)
+    chosen = settings.get_profile(PROFILE_PREFIX + config.stash[_PROFILE])
+    changes: dict[str, Any] = {}
+    if config.getoption("hypothesis_seed", None) is not None and chosen.derandomize:
+        changes["derandomize"] = False  # hypothesis' ci profile derandomizes: the user's seed must count
+    if config.getoption("lstm_max_examples") is not None:
+        changes["max_examples"] = config.getoption("lstm_max_examples")
+    return settings(chosen, **changes) if changes else chosen
+
+
+def _examples_per_test(config: Any) -> int:
+    return config.getoption("lstm_max_examples") or PROFILES[config.stash[_PROFILE]]
 
 
 def _is_xdist_controller(config: Any) -> bool:
@@ -131,17 +230,31 @@ def _starts_the_worker_server(config: Any) -> bool:
 
 
 def _suite_selected(config: Any) -> bool:
-    """Whether the command line selects the conformance suite (or a folder holding it)."""
-    suite = Path(__file__).resolve().parent / "suite"
+    """Whether the command line selects the conformance suite (or a folder pytest collects it from)."""
     here = Path(config.invocation_params.dir)
     for arg in config.args:
         target = str(arg).split("::")[0]
         if config.getoption("pyargs", False) and target.split(".")[0] == "conformance":
             return True
         path = (here / target).resolve()
-        if path == suite or suite in path.parents or path in suite.parents:
+        if path == _SUITE or _SUITE in path.parents or (path in _SUITE.parents and _recurses_into(config, path)):
             return True
     return False
+
+
+def _recurses_into(config: Any, top: Path) -> bool:
+    """Whether collecting ``top`` reaches the suite: no folder on the way is one pytest does not enter
+    (``norecursedirs``, or a virtual environment, where an installed suite lives)."""
+    patterns = config.getini("norecursedirs")
+    in_venvs = config.getoption("collect_in_virtualenv", False)
+    folder = top
+    for part in _SUITE.relative_to(top).parts[:-1]:
+        folder = folder / part
+        if any(fnmatch.fnmatch(part, pattern) for pattern in patterns):
+            return False
+        if not in_venvs and (folder / "pyvenv.cfg").is_file():
+            return False
+    return True
 
 
 def pytest_report_header(config: Any) -> list[str]:
@@ -152,7 +265,8 @@ def pytest_report_header(config: Any) -> list[str]:
     known = [f"lstm-conformance: {len(entries)} expected failure(s) from {path}"] if entries else []
     return [f"lstm-conformance: checking {candidate.name} = {candidate.path} ({candidate.kind}), "
             f"from {candidate.origin}", *known,
-            f"lstm-conformance: reference torch {_torch_version()}, hypothesis profile '{config.stash[_PROFILE]}'"]
+            f"lstm-conformance: reference torch {_torch_version()}, profile '{config.stash[_PROFILE]}' "
+            f"({_examples_per_test(config)} examples per test; the suite's tests only)"]
 
 
 def _torch_version() -> str:
@@ -164,35 +278,9 @@ def _torch_version() -> str:
     return metadata.version("torch")
 
 
-class _Notes:
-    """Collects notes (information that is not a failure) and prints them after the run."""
-
-    def __init__(self) -> None:
-        self.notes: dict[str, str] = {}
-
-    def pytest_runtest_logreport(self, report: Any) -> None:
-        if report.when == "call":
-            for key, value in getattr(report, "user_properties", ()):
-                if key == NOTE:
-                    self.notes.setdefault(value, report.nodeid)
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.notes:
-            return
-        terminalreporter.section("lstm-conformance notes (information, not failures)")
-        by_kind: dict[str, list[str]] = {}
-        for note in self.notes:
-            kind, _, text = note.partition(":")
-            by_kind.setdefault(kind, []).append(text.strip())
-        for kind, texts in sorted(by_kind.items()):
-            terminalreporter.write_line(f"{kind}: {len(texts)} case(s), e.g.")
-            for text in texts[:3]:
-                terminalreporter.write_line(f"  {text}")
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: Any) -> Any:
-    """Count the examples a test ran, and attach a reproducer to each conformance failure."""
+    """Count the examples a test ran; a test whose every example is an expected failure xfails."""
     runner = getattr(item, "funcargs", {}).get("lstm_runner")
     if not isinstance(runner, Runner):
         return (yield)
@@ -200,11 +288,6 @@ def pytest_runtest_call(item: Any) -> Any:
     runner.expected, runner.expected_seen = item.stash.get(_WHEN, []), []
     try:
         result = yield
-    except BaseException as exc:
-        candidate = item.config.stash.get(_CANDIDATE, None)
-        for failure in _conformance_failures(exc) if candidate is not None else []:
-            _attach_reproducer(item, candidate, failure)
-        raise
     finally:
         item.user_properties.append((EXAMPLES, runner.calls - before))
         runner.expected = []
@@ -212,44 +295,38 @@ def pytest_runtest_call(item: Any) -> Any:
     if seen and len(seen) >= ran:  # every example failed, each as an entry with `when` expects
         pytest.xfail(f"expected failure: {seen[0]} ({len(seen)} example(s))")
     if seen:  # the feature works; some examples hit a divergence recorded elsewhere
-        item.user_properties.append((NOTE, f"expected failure: {seen[0]} ({len(seen)} of {ran} examples)"))
+        item.user_properties.append((NOTE, Note("expected failure", f"{seen[0]} ({len(seen)} of {ran} examples)",
+                                                "").to_data()))
     return result
-
-
-def _conformance_failures(exc: BaseException) -> list[ConformanceFailure]:
-    if isinstance(exc, ConformanceFailure):
-        return [exc]
-    if isinstance(exc, BaseExceptionGroup):  # hypothesis reports several distinct bugs as a group
-        return [f for inner in exc.exceptions for f in _conformance_failures(inner)]
-    return []
-
-
-def _attach_reproducer(item: Any, candidate: Candidate, failure: ConformanceFailure) -> None:
-    test_id = expected.short_id(item.nodeid)
-    source = reproduce.script(candidate.name, failure, test_id, repeat=failure.repeat)
-    saved = ""
-    folder = item.config.getoption("lstm_reproducers")
-    if folder:
-        path = Path(folder) / (re.sub(r"[^A-Za-z0-9_.-]+", "_", test_id.removesuffix("]")) + ".py")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(source)
-            saved = f" (saved as {path})"
-        except OSError as exc:
-            saved = f" (could not be saved: {exc.strerror} for {path})"
-    failure.add_note(f"\nReproducer{saved}: save it as repro.py and run `python repro.py` from this folder; "
-                     f"it exits 1 while this divergence persists and 0 once it is fixed.\n\n{source}")
-    item.user_properties.append((FAILURE, {"summary": failure.summary(), "reproducer": source}))
 
 
 @pytest.hookimpl(tryfirst=True)  # before -k/-m deselect, so entries for deselected tests are not "stale"
 def pytest_collection_modifyitems(config: Any, items: list) -> None:
+    if _PROFILE not in config.stash:
+        return  # not a conformance run
+    suite_items = [item for item in items if _in_suite(item)]
+    if not suite_items:
+        return
+    chosen = _suite_settings(config)
+    for item in suite_items:
+        test = getattr(item, "obj", None)
+        if getattr(test, "is_hypothesis_test", False):
+            # The attribute where hypothesis keeps the settings a test runs with: what @settings sets, and
+            # what hypothesis' own pytest plugin replaces for parametrized tests.  Set by every session,
+            # since the suite's modules outlive a session in a process that runs pytest.main more than once.
+            getattr(test, "__func__", test)._hypothesis_internal_use_settings = chosen
     if not config.getoption("lstm_stress"):
         skip = pytest.mark.skip(reason="stress tier: run with --lstm-stress")
-        for item in items:
-            if "stress" in item.keywords:
+        for item in suite_items:
+            if item.get_closest_marker("stress") is not None:
                 item.add_marker(skip)
-    _mark_expected_failures(config, items)
+    _mark_expected_failures(config, suite_items)
+
+
+def _in_suite(item: Any) -> bool:
+    """Whether a collected test is one of the conformance suite's own."""
+    path = getattr(item, "path", None)
+    return path is not None and _SUITE in Path(path).resolve().parents
 
 
 def _mark_expected_failures(config: Any, items: list) -> None:
@@ -275,7 +352,11 @@ def _mark_expected_failures(config: Any, items: list) -> None:
 @pytest.fixture(scope="session")
 def lstm_candidate(request: Any) -> Candidate:
     """The implementation under test, as resolved from --lstm-impl / $LSTM_CONFORMANCE_IMPL."""
-    return request.config.stash[_CANDIDATE]
+    candidate = request.config.stash.get(_CANDIDATE, None)
+    if candidate is None:
+        pytest.fail("lstm-conformance: this session is not a conformance run: select the suite "
+                    "(--pyargs conformance.suite) or give --lstm-impl", pytrace=False)
+    return candidate
 
 
 @pytest.fixture(scope="session")

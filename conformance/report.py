@@ -3,15 +3,18 @@
 :func:`run_suite` runs the pytest suite on one implementation and collects every test's result;
 :func:`matrix` folds the results into rows; :func:`to_json` and :func:`to_markdown` write them.
 
-JSON schema (``SCHEMA_VERSION`` 1)::
+JSON schema (``SCHEMA_VERSION`` 2)::
 
     {
-      "schema": 1,
+      "schema": 2,
       "implementation": "numpy",                 # as named on the command line
       "path": "implementations.numpy_lstm:NumpyLSTM",
       "kind": "adapter" | "drop-in",
       "torch_version": "2.13.0+cpu",
-      "hypothesis_profile": "ci",
+      "profile": "ci",                           # the suite's profile: dev, ci or thorough
+      "seed": 7 | null,                          # the --seed given; null when none was
+      "duration_s": 24.53,                       # seconds of the pytest run
+      "notes": {"reference-undefined": 12, ...}, # distinct notes per kind (information, not failures)
       "features": [{"name": "batch_first", "status": STATUS, "examples": 30,
                     "tests": {STATUS: count, ...}}, ...],   # a row folds one or more tests
       "failures": [{"feature": "bidirectional", "test": "test_conformance.py::...",
@@ -23,6 +26,9 @@ JSON schema (``SCHEMA_VERSION`` 1)::
 ``STATUS`` is one of ``passed``, ``failed``, ``unsupported`` (the implementation declares it
 lacks the feature), ``expected failure`` (listed in its expected-failures file) and ``not run``
 (not applicable to this kind of implementation, or a tier not asked for).
+
+Schema 1 differs from 2 only at the top: it has ``hypothesis_profile`` where 2 has ``profile``, and
+no ``seed``, ``duration_s`` or ``notes``. :func:`port_table` reads both (``READABLE_SCHEMAS``).
 """
 
 from __future__ import annotations
@@ -33,10 +39,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["SCHEMA_VERSION", "STATUSES", "Collector", "Row", "TestResult", "matrix", "run_suite",
+__all__ = ["READABLE_SCHEMAS", "SCHEMA_VERSION", "STATUSES", "Collector", "Row", "TestResult", "matrix", "run_suite",
            "to_json", "to_markdown"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: The report schemas ``lstm-conformance table`` reads.
+READABLE_SCHEMAS = (1, 2)
 STATUSES = ("passed", "failed", "unsupported", "expected failure", "not run")
 
 #: Error tests are many (one per fault); the matrix folds each test function into one row.
@@ -91,13 +99,11 @@ def _status(report: Any) -> tuple[str, str]:
     if hasattr(report, "wasxfail"):
         return ("expected failure", report.wasxfail) if report.skipped else ("passed", "expected failure did not occur")
     if report.skipped:
+        from .output import STATUS
+
         reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
-        reason = reason.removeprefix("Skipped: ")
-        if reason.startswith("expected failure"):
-            return "expected failure", reason
-        if "declares no support" in reason:
-            return "unsupported", reason
-        return "not run", reason
+        declared = [v for k, v in report.user_properties if k == STATUS]  # "unsupported", "expected failure"
+        return (declared[-1] if declared else "not run"), reason.removeprefix("Skipped: ")
     if report.failed:
         crash = getattr(report.longrepr, "reprcrash", None)
         return "failed", (crash.message if crash is not None else str(report.longrepr)).splitlines()[0]
@@ -109,11 +115,17 @@ class Collector:
 
     def __init__(self) -> None:
         self.results: dict[str, TestResult] = {}
+        self.notes: dict[str, set[str]] = {}  # kind -> the distinct notes of that kind
 
     def pytest_runtest_logreport(self, report: Any) -> None:
         from .expected import short_id
-        from .plugin import EXAMPLES, FAILURE
+        from .output import FAILURE, NOTE
+        from .plugin import EXAMPLES
 
+        if report.when == "call":
+            for key, note in report.user_properties:
+                if key == NOTE:
+                    self.notes.setdefault(note["kind"], set()).add(json.dumps(note, sort_keys=True))
         if report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
             return
         test = short_id(report.nodeid)
@@ -171,8 +183,11 @@ def failures(results: dict[str, TestResult]) -> list[dict]:
     return out
 
 
-def document(implementation: str, candidate: Any, profile: str, results: dict[str, TestResult]) -> dict:
-    """The report as the JSON schema above describes it."""
+def document(implementation: str, candidate: Any, profile: str, results: dict[str, TestResult],
+             seed: Optional[int] = None, duration_s: Optional[float] = None,
+             notes: Optional[dict[str, int]] = None) -> dict:
+    """The report as the JSON schema above describes it; ``seed`` None: no seed was given;
+    ``notes``: how many distinct notes of each kind the run made."""
     import torch
 
     return {
@@ -181,7 +196,10 @@ def document(implementation: str, candidate: Any, profile: str, results: dict[st
         "path": getattr(candidate, "path", ""),
         "kind": getattr(candidate, "kind", ""),
         "torch_version": torch.__version__,
-        "hypothesis_profile": profile,
+        "profile": profile,
+        "seed": seed,
+        "duration_s": None if duration_s is None else round(duration_s, 2),
+        "notes": dict(sorted((notes or {}).items())),
         "features": [asdict(row) for row in matrix(results)],
         "failures": failures(results),
         "tests": [{k: v for k, v in asdict(r).items() if k != "failures"} for r in results.values()],
@@ -192,11 +210,20 @@ def to_json(doc: dict) -> str:
     return json.dumps(doc, indent=2) + "\n"
 
 
+def _profile(doc: dict) -> str:
+    return doc["profile"] if "profile" in doc else doc["hypothesis_profile"]  # schema 1: hypothesis_profile
+
+
 def to_markdown(doc: dict) -> str:
+    seed = "no seed given" if doc["seed"] is None else f"seed {doc['seed']}"
+    took = "" if doc["duration_s"] is None else f", {doc['duration_s']:.1f} s"
     lines = [f"# Conformance of `{doc['implementation']}` to torch.nn.LSTM", "",
-             f"torch {doc['torch_version']}, hypothesis profile `{doc['hypothesis_profile']}`, "
-             f"{doc['kind']} `{doc['path']}`.", "",
-             "| feature | status | examples |", "|---|---|---|"]
+             f"torch {doc['torch_version']}, profile `{doc['profile']}`, {seed}{took}, "
+             f"{doc['kind']} `{doc['path']}`.", ""]
+    if doc.get("notes"):
+        counts = ", ".join(f"{kind} {count}" for kind, count in doc["notes"].items())
+        lines += [f"Notes (information, not failures): {counts}.", ""]
+    lines += ["| feature | status | examples |", "|---|---|---|"]
     lines += [f"| {row['name']} | {Row(**row).cell()} | {row['examples']} |" for row in doc["features"]]
     if doc["failures"]:
         lines += ["", "## Failures", ""]
@@ -225,7 +252,7 @@ def port_table(docs: list[dict]) -> str:
         cells = [cell.replace("failed ", "**failed** ") for cell in cells]
         lines.append(f"| {feature} | " + " | ".join(cells) + " |")
     versions = sorted({doc["torch_version"] for doc in docs})
-    profiles = sorted({doc["hypothesis_profile"] for doc in docs})
+    profiles = sorted({_profile(doc) for doc in docs})
     lines += ["", f"torch {', '.join(versions)}; hypothesis profile {', '.join(profiles)}; "
                   "made by `lstm-conformance table` from `lstm-conformance report --json` files."]
     return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ def _record(status: str, value: Any) -> errors.CallRecord:
     """A forked call's outcome as a record."""
     if status == "ok":
         return value
-    if status == "crashed":
+    if status in ("crashed", "timeout"):  # a forked call past its limit is a crash of that call (see ForkedCall.result)
         return errors.CallRecord(crashed=value)
     # the child failed outside the call it records: after torch corrupts its heap
     # (pytorch/pytorch#173946) anything may follow, so this is a crash of that call too
@@ -70,7 +70,7 @@ def _operations() -> dict:
             prepared[:] = [errors.prepare(case)]
         return prepared[0]
 
-    # issue 6 (speed): a fork of a process holding torch costs ~10 ms here, ten times an invalid call.
+    # a fork of a process holding torch costs ~10 ms here, ten times an invalid call.
     # Only calls that may corrupt torch's heap and crash it later (errors.may_corrupt_heap, the
     # packed calls of pytorch/pytorch#173946) fork; the child inherits the case already built.  Any
     # other crash kills this worker during the very call that caused it: that case fails, the worker
@@ -94,7 +94,7 @@ def _operations() -> dict:
 
     def record_reference(case: Any, spec: Optional[str] = None) -> errors.CallRecord:
         """torch's record; given the candidate's ``spec``, a drop-in's forked call starts now too, to
-        run on another core while torch's does (issue 6), for the "candidate" operation that follows."""
+        run on another core while torch's does, for the "candidate" operation that follows."""
         forget_started()
         built = prepare(case)
         if not errors.may_corrupt_heap(built):
@@ -128,7 +128,7 @@ def serve(requests: int = 0, replies: Any = None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    # issue 6 (speed): torch's objects live as long as this process; frozen, no collection walks them
+    # torch's objects live as long as this process; frozen, no collection walks them
     # again, and a forked child's collections do not touch (copy) their pages
     gc.freeze()
     operations = _operations()
@@ -143,7 +143,10 @@ def serve(requests: int = 0, replies: Any = None) -> None:
             reply = ("failed", failure)
         except BaseException:  # report, and stay alive for the next call
             reply = ("error", traceback.format_exc())
-        write_frame(protocol_out, reply)
+        try:
+            write_frame(protocol_out, reply)
+        except OSError:  # the pytest process is gone (stopped, killed): nobody to answer, nothing to report
+            return
 
 
 if __name__ == "__main__":

@@ -1,18 +1,43 @@
 #!/usr/bin/env bash
 # Set up .venv with everything the suite needs: torch==2.13.0 first (so pip never resolves a
-# multi-GB CUDA build), then this project with its test extra. Safe to run again.
+# multi-GB CUDA build), then this project with its test extra, saying what it does step by step.
+# Safe to run again: when .venv already holds what this run would install (the same torch pin,
+# extras and pyproject.toml), it says so and installs nothing; remove .venv to start afresh.
 # Real ports' extras are added by name: `bash scripts/setup.sh onnxruntime keras` or
 # LSTM_EXTRAS="onnxruntime keras" (extras: onnxruntime, jax, keras, paddle, all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
+torch_pin="torch==2.13.0"
 extras="test"
 from_env=${LSTM_EXTRAS:-}
 for extra in "$@" ${from_env//,/ }; do
     case ",$extras," in *",$extra,"*) ;; *) extras="$extras,$extra" ;; esac
 done
-if [ ! -x .venv/bin/python ]; then
+
+say() { echo "setup: $*"; }
+
+# written once everything is installed: what was installed, and from which pyproject.toml
+stamp_file=.venv/.lstm-conformance-setup
+stamp="$torch_pin lstm-conformance[$extras] $(cksum < pyproject.toml)"
+if [ -x .venv/bin/python ] && [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ]; then
+    say ".venv is up to date ($torch_pin, lstm-conformance[$extras]); remove .venv to set it up afresh"
+    exit 0
+fi
+
+pip=(.venv/bin/python -m pip install --disable-pip-version-check)
+if [ ! -t 1 ]; then
+    pip+=(--progress-bar off)  # a log, not a terminal: a redrawn progress bar would fill it
+fi
+if [ -x .venv/bin/python ]; then
+    say "using the existing .venv ($(.venv/bin/python --version 2>&1))"
+else
+    say "creating .venv with $("$python" --version 2>&1) ($python)"
     "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$extras]"
+say "step 1 of 2: installing $torch_pin (CPU build; the first time, pip downloads about 200 MB)"
+"${pip[@]}" "$torch_pin"
+say "step 2 of 2: installing this project, editable, with extras [$extras] and their dependencies"
+"${pip[@]}" -e ".[$extras]"
+echo "$stamp" > "$stamp_file"
+say "done: .venv/bin/lstm-conformance and .venv/bin/python -m pytest are ready"

@@ -28,7 +28,7 @@ for port in "${ports[@]}"; do
     echo "=== lstm-conformance: $port"
     start=$SECONDS
     # shellcheck disable=SC2086
-    .venv/bin/python -m pytest --lstm-impl="$port" --hypothesis-profile=ci -n 2 conformance/suite -q \
+    .venv/bin/python -m pytest --lstm-impl="$port" --lstm-profile=ci -n 2 conformance/suite -q \
         ${LSTM_PYTEST_ARGS:-} || status=1
     echo "=== lstm-conformance: $port took $((SECONDS - start)) s"
 done

@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export CI=${CI:-true}  # the `ci` hypothesis profile unless told otherwise
+export CI=${CI:-true}  # the suite's `ci` profile unless told otherwise
 exec .venv/bin/python -m pytest -n 2 tests conformance/suite "$@"

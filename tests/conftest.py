@@ -14,6 +14,14 @@ from conformance import forkserver
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    import torch
+
+    # These tests call torch in-process on small cases, as the suite's test processes do; the plugin
+    # sets one intra-op thread only in conformance runs, so this session sets it for itself.
+    torch.set_num_threads(1)
+
+
 def run_pytest(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run pytest in a fresh interpreter, as a user would, with the repository importable.
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import pytest
 
 from conformance.arrays import LSTMConfig as C
-from conformance.case import Call, Case
+from conformance.case import Call, Case, Values
 from conformance.checks import check_forward
+from conformance.dropout import STATISTICS_CALLS, SWITCH_MODES, statistics_case
 from conformance.hints import RECOGNISERS, Evidence, recognise
 from conformance.registry import resolve
 from conformance.verdict import ConformanceFailure
@@ -68,7 +69,48 @@ DIAGNOSES: dict[str, tuple[Case, object, str]] = {
     "assumes-contiguous": (Case(C(3, 4), Call(5, 2, layout="transposed")), ("output", 0, "forward", 0, 1),
                            "noncontiguous-input"),
     "max-steps-64": (Case(C(3, 4), Call(70, 2)), ("output", 0, "forward", 64, 0), "fixed-step-buffer"),
+    # sizes just past a tile boundary (tests/ports/broken_sizes.py)
+    "batch-tile-32": (Case(C(3, 4), Call(2, 33)), ("output", 0, "forward", 0, 32), "batch-block"),
+    "input-block-128": (Case(C(130, 4), Call(3, 2)), ("output", 0, "forward", 0, 0), "input-block"),
+    "proj-tile-128": (Case(C(3, 131, proj_size=130), Call(3, 2)), ("output", 0, "forward", 0, 0), "proj-block"),
+    "max-steps-256": (Case(C(3, 4), Call(258, 2)), ("output", 0, "forward", 256, 0), "fixed-step-buffer"),
+    "weights-for-four-layers": (Case(C(3, 4, num_layers=5), Call(3, 2)), ("output", 4, "forward", 0, 0),
+                                "layer-limit"),
+    # training-mode dropout (tests/ports/broken_dropout.py): random masks, so no localisation
+    "dropout-unscaled": (Case(C(3, 2, num_layers=2, dropout=0.4), Call(3, 2, training=True)), None, "dropout-scale"),
+    "dropout-scaled-by-inverse-p": (Case(C(3, 2, num_layers=2, dropout=0.25), Call(3, 2, training=True)), None,
+                                    "dropout-scale"),
+    "dropout-on-input": (Case(C(2, 3, num_layers=2, dropout=0.5), Call(3, 2, training=True)), None, "dropout-place"),
+    "dropout-sticky-training": (Case(C(3, 2, num_layers=2, dropout=0.5), Call(3, 2, training=True)), None,
+                                "mode-switch"),
+    "dropout-keeps-with-probability-p": (statistics_case(), None, "dropout-rate"),
+    "dropout-mask-per-sequence": (statistics_case(), None, "dropout-mask-reuse"),
+    "dropout-mask-shared-over-batch": (statistics_case(), None, "dropout-mask-reuse"),
+    "dropout-fixed-seed": (statistics_case(), None, "dropout-mask-reuse"),
+    "states-flattened-with-view": (Case(C(3, 4, num_layers=2), Call(5, 2, with_hx=True, state_layout="transposed")),
+                                   None, "layout-rejected"),
+    "states-read-from-storage": (Case(C(3, 4), Call(5, 2, with_hx=True, state_layout="sliced")),
+                                 ("output", 0, "forward", 0, 1), "noncontiguous-input"),
+    "input-offset-ignored": (Case(C(3, 4), Call(5, 2, layout="offset")), ("output", 0, "forward", 0, 0),
+                             "noncontiguous-input"),
+    "positional-only": (Case(C(3, 4), Call(5, 2, with_hx=True, arguments="keywords")), None, "argument-form"),
+    "list-hx-ignored": (Case(C(3, 4), Call(5, 2, with_hx=True, arguments="hx_list")), ("output", 0, "forward", 0, 0),
+                        "argument-form"),
+    "list-hx-rejected": (Case(C(3, 4), Call(5, 2, with_hx=True, arguments="hx_list")), None, "argument-form"),
+    "tanh-via-exp": (Case(C(3, 4), Call(5, 2, x_values=Values(scale=1e4))), ("output", 0, "forward", 0, 0), "overflow"),
+    "cell-clip": (Case(C(3, 4), Call(1, 2, with_hx=True, c0_values=Values(scale=100.0))),
+                  ("c_n", 0, "forward", None, 0), "values-clipped"),
+    "zero-steps-skipped": (Case(C(3, 4), Call(5, 2, x_values=Values(zero_steps=(2,)))), ("output", 0, "forward", 2, 0),
+                           "zero-steps-skipped"),
+    "nan-to-num": (Case(C(3, 4), Call(5, 2, x_values=Values(special=(((1, 0, 2), "nan"),)))),
+                   ("output", 0, "forward", 1, 0), "nan-not-propagated"),
+    "flush-tiny-inputs": (Case(C(3, 4, dtype="float64"), Call(5, 2, x_values=Values(scale=1e-6))),
+                          ("output", 0, "forward", 2, 1), "tiny-inputs-flushed"),
 }
+#: the calls a port's bug needs (check_forward's ``repeat``), by class name; the others need one
+REPEATS: dict[str, object] = {"Stateful": True, "DropoutStickyTraining": SWITCH_MODES,
+                              **dict.fromkeys(["DropoutKeepsWithProbabilityP", "DropoutMaskPerSequence",
+                                               "DropoutMaskSharedOverBatch", "DropoutFixedSeed"], STATISTICS_CALLS)}
 #: ports outside the drop-in catalogue that show a recogniser of their own
 OTHER_PORTS = {"tests.ports.adapters:SwappedStatesAdapter": (Case(C(3, 4), Call(5, 2)), ("h_n", 0, "forward", None, 0),
                                                             "states-swapped")}
@@ -76,7 +118,7 @@ OTHER_PORTS = {"tests.ports.adapters:SwappedStatesAdapter": (Case(C(3, 4), Call(
 
 def _failure(path: str, case: Case) -> ConformanceFailure:
     with pytest.raises(ConformanceFailure) as info:
-        check_forward(resolve(path), case, repeat="Stateful" in path, diagnose=True)  # it shows on a second call
+        check_forward(resolve(path), case, repeat=REPEATS.get(path.rpartition(":")[2], False), diagnose=True)
     return info.value
 
 
@@ -85,8 +127,12 @@ def _located(failure: ConformanceFailure) -> object:
     return None if loc is None else (loc.tensor, loc.layer, loc.direction, loc.time_step, loc.batch_element)
 
 
+#: broken ports whose only bug is how they reject bad calls: no valid case shows it, the error tests do
+ERRORS_ONLY = {"packed-structure-trusted"}
+
+
 def test_every_broken_port_has_a_diagnosis() -> None:
-    assert set(DIAGNOSES) == set(CATALOGUE)
+    assert set(DIAGNOSES) == set(CATALOGUE) - ERRORS_ONLY
 
 
 def test_every_recogniser_is_shown_by_some_port() -> None:
@@ -111,6 +157,9 @@ MINIMAL = {
     "hn-direction-major": Case(C(1, 2, num_layers=2, bidirectional=True), Call(1)),
     "recurrent-dropout": Case(C(1, 1, dropout=1.0), Call(2, training=True)),
     "squeeze-batch": Case(C(1, 1), Call(1)),
+    "input-offset-ignored": Case(C(1, 1), Call(1, layout="offset")),
+    "cell-clip": Case(C(1, 2, proj_size=1, dtype="float64"),
+                      Call(1, with_hx=True, x_values=Values(scale=100.0), c0_values=Values(scale=100.0))),
 }
 
 
@@ -162,6 +211,23 @@ def test_no_hint_for_a_difference_without_a_pattern() -> None:
 def test_correct_ports_are_not_diagnosed() -> None:
     for case, _, _ in DIAGNOSES.values():
         check_forward(resolve("tests.ports.scratch_lstm:ScratchLSTM"), case, diagnose=True)
+
+
+SIZE_PORTS = ("batch-tile-32", "input-block-128", "proj-tile-128", "max-steps-256", "weights-for-four-layers")
+
+
+def test_a_port_computing_in_tiles_correctly_passes_where_the_tile_bugs_show() -> None:
+    for name in SIZE_PORTS:
+        check_forward(resolve("tests.ports.broken_sizes:TiledLSTM"), DIAGNOSES[name][0], diagnose=True)
+
+
+def test_a_batch_tile_is_found_in_the_sorted_order_of_a_packed_batch() -> None:
+    """The rows past the tile are the shortest sequences, wherever the caller put them."""
+    lengths = (3, 1) * 3 + (3,) * 34  # sorted: the 34 + 3 long ones first, the 3 short ones last
+    case = Case(C(3, 4), Call(3, 40, packing="pack_sequence", lengths=lengths, enforce_sorted=False))
+    failure = _failure("tests.ports.broken:BatchTile32", case)
+    assert failure.hint is not None and failure.hint.name == "batch-block", failure
+    assert "every row from 32 on (of 40, counted in sorted order" in failure.hint.detail, failure.hint
 
 
 def test_a_failing_recogniser_is_skipped_not_fatal() -> None:

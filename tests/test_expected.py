@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 PORT = "--lstm-impl=tests.ports.broken:Float32Inside"  # fails wherever a float64 model is drawn
@@ -49,12 +50,12 @@ def test_an_entry_without_a_reason_is_a_usage_error(suite_runner, tmp_path: Path
 def test_an_entry_for_a_case_property_expects_only_those_examples(suite_runner, tmp_path: Path) -> None:
     """Float32Inside fails on every float64 model: `when dtype='float64'` expects exactly that."""
     listed = _file(tmp_path, "test_conformance.py::test_matches_torch[  when dtype=float64  # computes in float32\n")
-    result = suite_runner(PORT, listed, "-rx", "-k", "test_matches_torch and (float64 or any or batch_first)",
+    result = suite_runner(PORT, listed, "-rx", "-k", "test_matches_torch and (float64 or any or batch_first) and not many",
                           "--hypothesis-profile=dev")
     assert result.returncode == 0, result.stdout[-3000:]
     assert "expected failure: computes in float32" in result.stdout and "XFAIL" in result.stdout
-    assert "2 passed, 70 deselected, 1 xfailed" in result.stdout  # float64 xfails; the others pass with a note
-    assert "expected failure: 1 case(s), e.g." in result.stdout or "expected failure: 2 case(s), e.g." in result.stdout
+    assert re.search(r"\b2 passed, \d+ deselected, 1 xfailed", result.stdout), result.stdout[-2000:]  # float64 xfails; the others pass with a note
+    assert re.search(r"^expected failure: [12]; -v lists examples", result.stdout, re.M), result.stdout[-3000:]
 
 
 def test_a_case_property_entry_does_not_hide_other_divergences(suite_runner, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -92,7 +93,7 @@ def test_served_workers_fail_and_are_replaced_like_started_ones() -> None:
     assert out["crash"] == ["crashed", "was killed by signal 11 (SIGSEGV)"]  # the server's report of its child
     assert out["after_the_crash"] == ["ok", None]
     assert out["replacement_s"] < 1.0  # a fork, where starting python and importing torch takes seconds
-    assert out["hang"] == ["crashed", "did not finish within 1 s (a per-case time limit)"]
+    assert out["hang"] == ["timeout", "did not finish within 1 s, nor within 2 s on a retry in a fresh worker"]
     assert out["after_the_hang"] == ["ok", "pong"]
     assert len(set(out["pids"])) == 3
     assert out["without_a_server"] == [["ok", "pong"], "Popen"]  # a server that died: workers are started again
@@ -151,10 +152,13 @@ def _session_members(sid: int) -> list[int]:
     return members
 
 
-def test_ctrl_c_stops_the_run_and_every_worker_quietly(tmp_path) -> None:
-    """Ctrl-C reaches the whole process group: pytest stops the run; no worker prints a traceback of its
-    own, and none is left running."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+def _stop_a_run(tmp_path: Path, signum: int) -> tuple[int, str, str]:
+    """Start a ``-n 2`` run in a session of its own, send ``signum`` to its process group once the first
+    tests have passed (workers busy in the middle of the run), and wait for it: (exit code, stdout,
+    stderr)."""
+    temp = tmp_path / "tmp"  # where the run's worker server makes its socket's folder
+    temp.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(temp))
     for name in (forkserver.ENV_VAR, "PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS"):
         env.pop(name, None)
     out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
@@ -166,19 +170,68 @@ def test_ctrl_c_stops_the_run_and_every_worker_quietly(tmp_path) -> None:
     try:
         deadline = time.monotonic() + 120
         while not re.search(r"^\.", out.read_text(), re.MULTILINE) and time.monotonic() < deadline:
-            time.sleep(0.2)  # until the first tests have passed: workers busy in the middle of the run
+            time.sleep(0.2)
         assert process.poll() is None, out.read_text()[-2000:]
-        os.killpg(process.pid, 2)  # SIGINT, as a terminal sends it
+        os.killpg(process.pid, signum)
         process.wait(timeout=60)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, 9)
             process.wait()
-    stdout, stderr = out.read_text(), err.read_text()
-    assert process.returncode == 2, stdout[-2000:] + stderr[-2000:]  # pytest's "interrupted"
-    assert "KeyboardInterrupt" in stdout
-    assert "Traceback" not in stderr, stderr[-3000:]
     deadline = time.monotonic() + 10
     while _session_members(process.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _session_members(process.pid)
+    assert not _session_members(process.pid)  # no process of the run is left
+    assert not list(temp.glob("lstm-conformance-*"))  # nor the server's folder
+    return process.returncode, out.read_text(), err.read_text()
+
+
+def test_ctrl_c_stops_the_run_and_every_worker_quietly(tmp_path) -> None:
+    """Ctrl-C reaches the whole process group: pytest stops the run; no worker prints a traceback of its
+    own, and none is left running."""
+    code, stdout, stderr = _stop_a_run(tmp_path, signal.SIGINT)  # as a terminal sends it
+    assert code == 2, stdout[-2000:] + stderr[-2000:]  # pytest's "interrupted"
+    assert "KeyboardInterrupt" in stdout
+    assert "Traceback" not in stderr, stderr[-3000:]
+
+
+def test_sigterm_to_the_process_group_stops_the_run_quietly(tmp_path) -> None:
+    """As a CI runner stops a job (``kill -- -PGID``): every process ends, none with a traceback."""
+    code, stdout, stderr = _stop_a_run(tmp_path, signal.SIGTERM)
+    assert code == -signal.SIGTERM, stdout[-2000:] + stderr[-2000:]  # pytest ends as any program does on SIGTERM
+    for text in (stdout, stderr):
+        assert "Traceback" not in text and "_Stopping" not in text, text[-3000:]
+
+
+SIGTERMS = """
+import json, os, signal, time
+from conformance import forkserver
+from conformance.isolation import Worker
+
+forkserver.start()
+server, folder = forkserver._STARTED[:2]
+workers = [Worker(), Worker()]
+out = {"pings": [worker.call("ping", timeout=120) for worker in workers]}
+out["workers"] = [worker.process.pid for worker in workers]
+status, deadline = None, time.monotonic() + 10
+while status is None and time.monotonic() < deadline:
+    os.kill(server, signal.SIGTERM)  # again and again, while it ends its workers too
+    time.sleep(0.0005)
+    done, code = os.waitpid(server, os.WNOHANG)
+    status = os.waitstatus_to_exitcode(code) if done else None
+out["status"], out["folder_left"] = status, os.path.exists(folder)
+print(json.dumps(out))
+"""
+
+
+def test_the_server_ends_quietly_on_sigterm_however_often_it_comes() -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop(forkserver.ENV_VAR, None)
+    result = subprocess.run([sys.executable, "-c", SIGTERMS], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["pings"] == [["ok", "pong"]] * 2
+    assert out["status"] == 0 and not out["folder_left"], out
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert all(_gone(pid) for pid in out["workers"])

@@ -1,6 +1,6 @@
 """Which invalid calls get a forked child of their own, and one build serving torch's call and the port's.
 
-A fork costs ~10 ms of kernel time (issue 6), so only the packed calls that can corrupt torch's heap
+A fork costs ~10 ms of kernel time, so only the packed calls that can corrupt torch's heap
 fork; these tests pin which ones, and that sharing one build cannot leak one call's effects into the other.
 """
 
@@ -18,7 +18,7 @@ from conformance.isolation import Worker
 from conformance.errors import UNSTABLE_PACKED_FAULTS, may_corrupt_heap, prepare, record_candidate, record_reference
 from conformance.registry import resolve
 from conformance.reference import copy_args
-from conformance.strategies import PACKED_CALL_FAULTS, bad_call_cases, bad_constructor_cases
+from conformance.strategies import PACKED_CALL_FAULTS, PACKED_STRUCTURE_FAULTS, bad_call_cases, bad_constructor_cases
 
 #: Packed calls whose states torch's C++ code indexes out of bounds: layer counts of h0 and c0 that
 #: differ (pytorch/pytorch#173946), a batch other than the input's (measured: ``free(): invalid next
@@ -46,6 +46,15 @@ def test_only_packed_calls_with_malformed_states_fork(fault: str) -> None:
     assert not may_corrupt_heap(prepare(_example(fault, packed=False)))  # torch's Python checks come first
 
 
+@pytest.mark.parametrize("fault", list(PACKED_STRUCTURE_FAULTS))
+def test_hand_built_packed_structures_fork_only_with_hx_of_another_batch(fault: str) -> None:
+    """The kernel slices a hand-built structure's rows and states with checks; hx of another batch than
+    ``batch_sizes[0]`` is what writes out of bounds, as for the hx faults."""
+    with_hx = find(bad_call_cases(fault, packed=True), lambda case: case.call.with_hx, settings=_FIND)
+    assert may_corrupt_heap(prepare(with_hx)) is (fault == "batch_sizes increase")  # its first step is smaller
+    assert not may_corrupt_heap(prepare(_example(fault, packed=True)))
+
+
 @pytest.mark.parametrize("fault", ["c0 has one layer too few", "h0 has one layer too few"])
 def test_torch_is_not_asked_where_its_answer_varies_run_to_run(fault: str, monkeypatch) -> None:
     """Any answer of the port passes on an unstable fault, so torch's forked call would decide nothing."""
@@ -60,10 +69,11 @@ def test_torch_is_not_asked_where_its_answer_varies_run_to_run(fault: str, monke
     notes = checks.check_error(resolve("torch"), _example(fault, packed=True))
     if fault in UNSTABLE_PACKED_FAULTS:
         assert asked == ["candidate"] and len(notes) == 1
-        assert notes[0].startswith(f"reference-undefined: [{fault}] torch was not run (its answer")
+        assert (notes[0].kind, notes[0].what) == ("reference-undefined", fault)
+        assert notes[0].torch.startswith("was not run (its answer"), notes[0]
     else:
         assert asked == ["reference", "candidate"]
-        assert all("was not run" not in note for note in notes)
+        assert all("was not run" not in note.torch for note in notes)
 
 
 class MutatesItsInput(torch.nn.LSTM):
@@ -151,3 +161,12 @@ def test_children_that_answered_are_reaped_later_not_left_as_zombies() -> None:
             break
         time.sleep(0.05)
     assert not isolation._UNREAPED
+
+
+def test_a_forked_call_past_its_limit_is_a_timeout_recorded_as_a_crash_of_that_call() -> None:
+    """Not retried (a child starts from its parent's state each time); the record says it timed out."""
+    from conformance import isolation
+    from conformance.worker import _forked_record
+
+    assert isolation.run_in_fork(time.sleep, 60, timeout=1) == ("timeout", "did not finish within 1 s")
+    assert _forked_record(time.sleep, 60, timeout=1).crashed == "did not finish within 1 s"

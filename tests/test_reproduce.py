@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from conformance.adapters import Capabilities
 from conformance.arrays import LSTMConfig
-from conformance.case import Call, Case, Fault, PackingCall
+from conformance.case import Call, Case, Fault, PackingCall, Values
 from conformance.checks import check_error, check_forward, check_packing_error
 from conformance.registry import resolve
 from conformance.reproduce import script, source
@@ -21,7 +21,8 @@ from conformance.verdict import ConformanceFailure
 
 from .conftest import REPO
 
-NAMES = {"LSTMConfig": LSTMConfig, "Call": Call, "Case": Case, "Fault": Fault, "PackingCall": PackingCall}
+NAMES = {"LSTMConfig": LSTMConfig, "Call": Call, "Case": Case, "Fault": Fault, "PackingCall": PackingCall,
+         "Values": Values}
 CAPS = Capabilities()
 
 
@@ -54,7 +55,7 @@ def test_forward_reproducer_exits_1_until_the_port_is_fixed(tmp_path: Path) -> N
                   "test_conformance.py::test_matches_torch[bidirectional]")
     result = _run(code, tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
-    for fragment in ("mismatched elements:", "Where: first departs from torch at layer 0, reverse direction",
+    for fragment in ("elements differ", "Where: first departs from torch at layer 0, reverse direction",
                      "Likely bug: reverse outputs not put back in time order", "still differs"):
         assert fragment in result.stdout
     fixed = _run(code.replace(broken, "tests.ports.scratch_lstm:ScratchLSTM"), tmp_path)
@@ -103,3 +104,98 @@ def _examples(strategy: st.SearchStrategy) -> list:
 
     collect()
     return found
+
+
+def _forward_script() -> str:
+    broken = "tests.ports.broken:ReverseNotFlipped"
+    case = Case(LSTMConfig(3, 4, bidirectional=True), Call(5, 2))
+    return script(broken, _failure(lambda: check_forward(resolve(broken), case)))
+
+
+def _run_elsewhere(code: str, tmp_path: Path, *flags: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The reproducer run from a folder that is not the one the suite ran in, without the repository on the path."""
+    path = tmp_path / "repro.py"
+    path.write_text(code)
+    return subprocess.run([sys.executable, *flags, str(path)], cwd=tmp_path,
+                          env={"PATH": "/usr/bin:/bin", **(env or {})}, capture_output=True, text=True, timeout=300)
+
+
+def _says_it_cannot_run(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stdout + result.stderr  # 1 would read as "still differs"
+    assert "still differs" not in result.stdout
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"lstm-conformance reproducer: cannot run in {sys.executable}: "), result.stderr
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_a_reproducer_without_conformance_importable_exits_2_saying_what_to_install(tmp_path: Path) -> None:
+    import torch
+
+    # -S: no site-packages, so neither the installed lstm-conformance nor torch imports
+    result = _run_elsewhere(_forward_script(), tmp_path, "-I", "-S")
+    _says_it_cannot_run(result, "No module named 'conformance'", "pip install lstm-conformance",
+                        f"pip install torch=={torch.__version__.split('+')[0]} first",
+                        f"the interpreter the suite ran in: {sys.executable}")
+    assert "Traceback" not in result.stderr
+
+
+def test_a_reproducer_without_torch_importable_exits_2(tmp_path: Path) -> None:
+    shadow = tmp_path / "shadow" / "torch"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('no torch in this interpreter')\n")
+    result = _run_elsewhere(_forward_script(), tmp_path, env={"PYTHONPATH": f"{shadow.parent}:{REPO}"})
+    _says_it_cannot_run(result, "no torch in this interpreter", "pip install lstm-conformance")
+
+
+def test_a_reproducer_whose_port_does_not_import_here_exits_2(tmp_path: Path) -> None:
+    result = _run_elsewhere(_forward_script(), tmp_path)  # `tests.ports` imports only from the repository's root
+    _says_it_cannot_run(result, "cannot import 'tests.ports.broken'", f"(from {tmp_path})",
+                        "run this file from the folder the suite ran in")
+    assert "Traceback" not in result.stderr
+
+
+def test_a_check_that_breaks_is_exit_2_not_a_difference(capsys: pytest.CaptureFixture) -> None:
+    from conformance.reproduce import main
+
+    assert main("torch", Case(LSTMConfig(3, 4), "not a call")) == 2  # type: ignore[arg-type]
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "this is not a difference from torch" in err.strip().splitlines()[-1], err
+
+
+def _command(command: str) -> subprocess.CompletedProcess:
+    env = {"PYTHONPATH": str(REPO), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    return subprocess.run(["bash", "-c", command.replace("python ", f"{sys.executable} ", 1)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.one_of(cases(CAPS), bad_constructor_cases(CAPS), bad_packing_calls(),
+                 st.sampled_from(list(CALL_FAULTS)).flatmap(lambda fault: bad_call_cases(fault, CAPS))))
+def test_the_one_line_command_reads_back_every_case(case: object) -> None:
+    from conformance.reproduce import _parse_case
+
+    rebuilt = _parse_case(source(case))
+    assert rebuilt == case or repr(rebuilt) == repr(case)
+
+
+def test_the_one_line_command_exits_1_until_the_port_is_fixed_and_0_once_it_matches() -> None:
+    from conformance.reproduce import command
+
+    case = Case(LSTMConfig(3, 4, bidirectional=True), Call(5, 2))
+    broken = _command(command("tests.ports.broken:ReverseNotFlipped", case))
+    assert broken.returncode == 1 and "Likely bug: reverse outputs not put back in time order" in broken.stdout, \
+        broken.stdout + broken.stderr
+    fixed = _command(command("torch", case))
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+
+
+@pytest.mark.parametrize("text", ["__import__('os').system('true')", "Case(config=LSTMConfig(1, 1).x)", "Case(",
+                                  "Call(seq_len=[1][0])"])
+def test_the_one_line_command_rejects_what_is_not_a_case_with_exit_2(text: str) -> None:
+    import shlex
+
+    result = _command(f"python -m conformance.reproduce torch {shlex.quote(text)}")
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "cannot read the case" in errors[0], result.stderr

@@ -13,22 +13,24 @@ from hypothesis import strategies as st
 
 from conformance.candidates import Candidate
 from conformance.checks import Runner
+from conformance.output import skip_unsupported
 from conformance.strategies import FOCI, STRESS, cases, focus_cases, focus_requirements
 
 
-def _cases_for(candidate: Candidate, focus: str) -> st.SearchStrategy:
+def _cases_for(request: pytest.FixtureRequest, candidate: Candidate, focus: str) -> st.SearchStrategy:
     features, dtype = focus_requirements(focus)
     missing = candidate.capabilities.missing(features, dtype)
     if missing:
-        pytest.skip(f"{candidate.name} declares no support for {', '.join(missing)}")
+        skip_unsupported(request.node, candidate.name, missing)
     return focus_cases(candidate.capabilities, focus)
 
 
 @pytest.mark.parametrize("focus", list(FOCI))
 @given(data=st.data())
-def test_matches_torch(lstm_candidate: Candidate, lstm_runner: Runner, focus: str, data: st.DataObject) -> None:
+def test_matches_torch(lstm_candidate: Candidate, lstm_runner: Runner, request: pytest.FixtureRequest, focus: str,
+                       data: st.DataObject) -> None:
     """Output, h_n and c_n match torch's (shape, dtype, values within the tolerance policy)."""
-    case = data.draw(_cases_for(lstm_candidate, focus), label="case")
+    case = data.draw(_cases_for(request, lstm_candidate, focus), label="case")
     lstm_runner.forward(case)
 
 

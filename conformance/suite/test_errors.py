@@ -13,13 +13,15 @@ from hypothesis import strategies as st
 
 from conformance.candidates import Candidate
 from conformance.checks import Runner
+from conformance.output import NOTE, skip_unsupported
 from conformance.strategies import (CALL_FAULTS, PACKED_CALL_FAULTS, bad_call_cases, bad_constructor_cases,
                                     bad_packing_calls, call_fault_requirements)
+from conformance.verdict import Note
 
 
-def _note(request: pytest.FixtureRequest, notes: list[str]) -> None:
+def _note(request: pytest.FixtureRequest, notes: list[Note]) -> None:
     for note in notes:
-        request.node.user_properties.append(("lstm-conformance-note", note))
+        request.node.user_properties.append((NOTE, note.to_data()))
 
 
 @given(data=st.data())
@@ -41,7 +43,7 @@ def _ids(names: list[str]) -> list[str]:
 def test_call_errors_match_torch(lstm_candidate: Candidate, lstm_runner: Runner, request: pytest.FixtureRequest,
                                  fault: str, data: st.DataObject) -> None:
     """Bad input, bad hx and sequence length 0 raise where torch raises."""
-    _skip_unless_supported(lstm_candidate, call_fault_requirements(fault))
+    _skip_unless_supported(request, lstm_candidate, call_fault_requirements(fault))
     case = data.draw(bad_call_cases(fault, lstm_candidate.capabilities), label="case")
     _note(request, lstm_runner.error(case))
 
@@ -51,15 +53,15 @@ def test_call_errors_match_torch(lstm_candidate: Candidate, lstm_runner: Runner,
 def test_packed_call_errors_match_torch(lstm_candidate: Candidate, lstm_runner: Runner,
                                         request: pytest.FixtureRequest, fault: str, data: st.DataObject) -> None:
     """Packed input with a bad hx: torch has no Python-level checks here, and sometimes crashes."""
-    _skip_unless_supported(lstm_candidate, call_fault_requirements(fault, packed=True))
+    _skip_unless_supported(request, lstm_candidate, call_fault_requirements(fault, packed=True))
     case = data.draw(bad_call_cases(fault, lstm_candidate.capabilities, packed=True), label="case")
     _note(request, lstm_runner.error(case))
 
 
-def _skip_unless_supported(candidate: Candidate, features: set[str]) -> None:
+def _skip_unless_supported(request: pytest.FixtureRequest, candidate: Candidate, features: set[str]) -> None:
     missing = candidate.capabilities.missing(features)
     if missing:
-        pytest.skip(f"{candidate.name} declares no support for {', '.join(missing)}")
+        skip_unsupported(request.node, candidate.name, missing)
 
 
 PACKING_ATTRIBUTE = "lstm_conformance_packing"

@@ -356,3 +356,16 @@ CATALOGUE: dict[str, type] = {
 }
 
 CORRECT: dict[str, type] = {"scratch": ScratchLSTM, "float64-inside": Float64InsideLSTM}
+
+from .broken_dropout import *  # noqa: E402,F403 - the dropout axis' ports (DROPOUT_CATALOGUE, DROPOUT_CORRECT)
+CATALOGUE.update(DROPOUT_CATALOGUE)  # noqa: F405
+CORRECT.update(DROPOUT_CORRECT)  # noqa: F405
+from .broken_layouts import *  # noqa: E402,F403 - the layouts axis' ports (LAYOUTS_CATALOGUE, LAYOUTS_CORRECT)
+CATALOGUE.update(LAYOUTS_CATALOGUE)  # noqa: F405
+CORRECT.update(LAYOUTS_CORRECT)  # noqa: F405
+from .broken_sizes import *  # noqa: E402,F403 - the sizes axis' ports (SIZES_CATALOGUE, SIZES_CORRECT)
+CATALOGUE.update(SIZES_CATALOGUE)  # noqa: F405
+CORRECT.update(SIZES_CORRECT)  # noqa: F405
+from .broken_values import *  # noqa: E402,F403 - the values axis' ports (VALUES_CATALOGUE, VALUES_CORRECT)
+CATALOGUE.update(VALUES_CATALOGUE)  # noqa: F405
+CORRECT.update(VALUES_CORRECT)  # noqa: F405

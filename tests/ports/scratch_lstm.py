@@ -361,13 +361,7 @@ class ScratchLSTM(nn.Module):
         """Packed input: the data like a dense input, then hx in the caller's order (before permuting)."""
         if data.dim() != 2:
             raise RuntimeError(f"LSTM: packed data must be 2-D (rows, input_size), got {data.dim()}-D")
-        sizes = batch_sizes.tolist() if batch_sizes.dim() == 1 else None
-        if batch_sizes.dtype != torch.int64 or not sizes:
-            raise RuntimeError(f"LSTM: batch_sizes must be a non-empty 1-D int64 tensor, got {batch_sizes!r}")
-        if sizes[-1] <= 0 or any(a < b for a, b in zip(sizes, sizes[1:])) or sum(sizes) != data.size(0):
-            raise RuntimeError(
-                f"LSTM: batch_sizes {sizes} must be positive, non-increasing and sum to the {data.size(0)} data rows"
-            )
+        sizes = self._check_batch_sizes(data, batch_sizes)
         self._check_input(data)
         if hx is not None:
             self._check_hx_structure(hx)
@@ -378,6 +372,18 @@ class ScratchLSTM(nn.Module):
                 )
             self._check_hidden_size(hx, sizes[0])
         self._check_kernel_args(hx)
+
+    def _check_batch_sizes(self, data: Tensor, batch_sizes: Tensor) -> List[int]:
+        """A packed input's batch_sizes as torch's packing functions make them: a non-empty 1-D int64
+        tensor of positive, non-increasing counts of the data's rows.  Returns them as a list."""
+        sizes = batch_sizes.tolist() if batch_sizes.dim() == 1 else None
+        if batch_sizes.dtype != torch.int64 or not sizes:
+            raise RuntimeError(f"LSTM: batch_sizes must be a non-empty 1-D int64 tensor, got {batch_sizes!r}")
+        if sizes[-1] <= 0 or any(a < b for a, b in zip(sizes, sizes[1:])) or sum(sizes) != data.size(0):
+            raise RuntimeError(
+                f"LSTM: batch_sizes {sizes} must be positive, non-increasing and sum to the {data.size(0)} data rows"
+            )
+        return sizes
 
     def _initial_states(self, hx) -> Tuple[Tensor, Tensor]:
         """Unpack the caller's hx (already batched, and for packed input already permuted) as (h0, c0)."""
@@ -526,10 +532,22 @@ class ScratchLSTM(nn.Module):
     def _cell(self, pre_t: Tensor, h: Tensor, c: Tensor, w: LayerWeights):
         gates = pre_t + self._recurrent_projection(self._recurrent_dropout(h), w)
         i, f, g, o = self._gates(gates)
-        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-        c = f * c + i * g
-        h = o * torch.tanh(c)
+        i, f, g, o = self._sigmoid(i), self._sigmoid(f), self._tanh(g), self._sigmoid(o)
+        c = self._cell_state(f, c, i, g)
+        h = o * self._tanh(c)
         return self._project(h, w), c
+
+    def _sigmoid(self, x: Tensor) -> Tensor:
+        """The gates' activation."""
+        return torch.sigmoid(x)
+
+    def _tanh(self, x: Tensor) -> Tensor:
+        """The cell candidate's and the cell output's activation."""
+        return torch.tanh(x)
+
+    def _cell_state(self, f: Tensor, c: Tensor, i: Tensor, g: Tensor) -> Tensor:
+        """c_t = f * c_{t-1} + i * g."""
+        return f * c + i * g
 
     def _project(self, h: Tensor, w: LayerWeights) -> Tensor:
         """h <- W_hr h when proj_size > 0 (c is never projected)."""
