@@ -565,6 +565,41 @@ def _tiny_inputs_flushed(ev: Evidence) -> Optional[str]:
     return None
 
 
+def _final_states_skip_zero_steps(ev: Evidence, steps: Any, zero: Any) -> bool:
+    """Are the candidate's h_n and c_n torch's on each batch element's sequence with its all-zero steps
+    removed (the initial state where every step is zero)?  Confirms a skip: a port with another bug
+    departs at a zero step too, but not this way."""
+    import torch
+
+    if ev.got is None or not steps.shape[1]:
+        return False
+    got_h, got_c = state_rows(ev.got.h_n, ev.case), state_rows(ev.got.c_n, ev.case)
+    hx = ev.hx()
+    if hx is None:
+        h0 = torch.zeros(got_h.shape, dtype=steps.dtype)
+        c0 = torch.zeros(got_c.shape, dtype=steps.dtype)
+    else:
+        h0, c0 = (s.detach() if s.dim() == 3 else s.detach()[:, None] for s in hx)
+    lengths = sequence_lengths(ev.case, steps.shape[0], steps.shape[1])
+    config = replace(ev.config, batch_first=False)
+    for b in range(steps.shape[1]):
+        kept = [t for t in range(int(lengths[b])) if not bool(zero[t, b])]
+        initial = (h0[:, b:b + 1], c0[:, b:b + 1])
+        if kept:
+            try:
+                _, reference, oracle = run_torch(config, ev.state(), (steps[kept, b:b + 1], initial),
+                                                 ev.case.call.training, False)
+            except Exception:  # torch rejects the shortened call: no confirmation
+                return False
+            want = ((oracle.h_n, reference.h_n), (oracle.c_n, reference.c_n))
+        else:
+            want = tuple((s.numpy(), s.numpy()) for s in initial)
+        for mine, (truth, ref) in zip((got_h[:, b:b + 1], got_c[:, b:b + 1]), want):
+            if not ev.agrees(mine, truth, ref):
+                return False
+    return True
+
+
 def _zero_steps_skipped(ev: Evidence) -> Optional[str]:
     import torch
     from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
@@ -581,7 +616,7 @@ def _zero_steps_skipped(ev: Evidence) -> Optional[str]:
         return None
     zero = (steps == 0).all(dim=-1)  # (T, N)
     b = loc.batch_element or 0
-    if not bool(zero[loc.time_step, b]):
+    if not bool(zero[loc.time_step, b]) or not _final_states_skip_zero_steps(ev, steps, zero):
         return None
     return (f"the first step that departs (step {loc.time_step} of batch element {b}, {loc.direction} direction) "
             f"has an all-zero input ({int(zero.sum())} such steps in the input): the port treats a zero step as "

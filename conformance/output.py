@@ -149,6 +149,7 @@ class RunOutput:
         self.config = config
         self.groups: dict[str, _Group] = {}
         self.notes: dict[str, dict[tuple, dict]] = {}  # kind -> distinct notes (first seen kept)
+        self.all_failed: Optional[list] = None  # every failed report, while the followers are hidden
 
     # ------------------------------------------------------------ where the test runs
 
@@ -216,7 +217,19 @@ class RunOutput:
         key = tuple(sorted((k, str(v)) for k, v in note.items()))
         self.notes.setdefault(note.get("kind", "note"), {}).setdefault(key, note)
 
+    def pytest_sessionfinish(self, session: Any) -> None:
+        """Hide the followers from pytest's FAILURES section, which is written before the plugins'
+        summaries run: a follower is listed by name under its group's first report, and keeps its
+        one ``FAILED`` line in the short summary, written after them (see pytest_terminal_summary)."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None or self._ungrouped() or "failed" not in reporter.stats:
+            return
+        self.all_failed = list(reporter.stats["failed"])
+        reporter.stats["failed"] = [r for r in self.all_failed if not isinstance(getattr(r, "longrepr", None), _SameAs)]
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.all_failed is not None:  # every failure back for the short summary and the counts
+            terminalreporter.stats["failed"] = self.all_failed
         self._summarise_failures(terminalreporter)
         self._summarise_notes(terminalreporter)
 

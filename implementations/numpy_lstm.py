@@ -141,7 +141,8 @@ def _dropout(x: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
     if p <= 0.0:
         return x
     if p >= 1.0:
-        return np.zeros_like(x)  # everything dropped; avoids dividing by 1 - p = 0
+        # everything dropped (no dividing by 1 - p = 0); multiplied by the zero mask as torch does, so a NaN stays NaN
+        return x * x.dtype.type(0.0)
     keep = rng.random(x.shape) >= p  # a fresh Bernoulli per element: not shared over time
     return x * (keep.astype(x.dtype) / x.dtype.type(1.0 - p))
 

@@ -221,3 +221,16 @@ def test_a_large_cell_state_multiplies_the_gates_absolute_error() -> None:
     assert tol.sensitivity == pytest.approx(float(np.finfo(np.float32).eps) * 1e4)
     assert tol.atol == pytest.approx(GROWTH * tol.sensitivity)
     assert tolerance("float32", oracle, oracle, cell=1e4).atol == floor("float32")  # unit scale: not measured
+
+
+@pytest.mark.parametrize("port", ["numpy", "tests.ports.scratch_lstm:ScratchLSTM"])
+def test_nan_goes_through_a_layer_dropped_entirely(port: str) -> None:
+    """dropout=1.0 in training multiplies layer 0's output by a zero mask: torch's NaN stays NaN."""
+    from conformance.checks import check_forward
+    from conformance.reference import expected_for
+    from conformance.registry import resolve
+
+    case = Case(LSTMConfig(1, 1, num_layers=2, dropout=1.0), Call(1, training=True,
+                                                                    x_values=Values(special=(((0, 0, 0), "nan"),))))
+    assert np.isnan(expected_for(case).oracle.output).all()
+    check_forward(resolve(port), case)

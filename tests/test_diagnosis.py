@@ -244,3 +244,21 @@ def test_a_failing_recogniser_is_skipped_not_fatal() -> None:
     evidence = Evidence(case, expected_for(case), None, failure.problems)
     table = (Recogniser("broken", "never", broken), Recogniser("always", "always", lambda ev: "yes", any_case=True))
     assert recognise(evidence, table).name == "always"
+
+
+def test_another_bug_departing_at_a_zero_step_gets_its_own_hint() -> None:
+    """An all-zero first step is where every bug departs on it: the zero-step hint must confirm a skip."""
+    case = Case(C(1, 1), Call(1, x_values=Values(zero_steps=(0,))))
+    failure = _failure("tests.ports.broken:OnnxGateOrder", case)
+    assert failure.hint is not None and failure.hint.name == "gate-order", failure
+
+
+@pytest.mark.parametrize("config, call", [
+    (C(3, 4, num_layers=2, bidirectional=True), Call(5, 2, with_hx=True, x_values=Values(zero_steps=(1, 3)))),
+    (C(3, 4, batch_first=True), Call(5, 3, x_values=Values(zero_steps=(0,)), **UNSORTED)),
+    (C(3, 4, proj_size=2), Call(4, None, with_hx=True, x_values=Values(zero_steps=(2,)))),
+    (C(1, 1), Call(1, None, x_values=Values(zero_steps=(0,)))),  # every step zero: the state stays h0's
+])
+def test_zero_steps_skipped_is_confirmed_in_every_shape(config: C, call: Call) -> None:
+    failure = _failure("tests.ports.broken:ZeroStepsSkipped", Case(config, call))
+    assert failure.hint is not None and failure.hint.name == "zero-steps-skipped", failure
