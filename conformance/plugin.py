@@ -77,7 +77,8 @@ def pytest_addoption(parser: Any) -> None:
                          "past it is retried once in a fresh worker with twice the limit before it fails as a "
                          "time-out")
     group.addoption("--lstm-profile", default=None, metavar="{dev,ci,thorough}",
-                    help="the suite's profile: examples per test (dev 8, ci 30, thorough 300), deadline off. "
+                    help="the suite's profile: examples per test ("
+                         + ", ".join(f"{name} {count}" for name, count in PROFILES.items()) + "), deadline off. "
                          "Default: --hypothesis-profile where it names one of these, else ci when $CI is "
                          "set, else dev. Applies to the suite's own tests only")
     group.addoption("--lstm-max-examples", default=None, metavar="N",
