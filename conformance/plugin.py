@@ -76,7 +76,7 @@ def pytest_addoption(parser: Any) -> None:
                     help=f"per-case time limit in seconds for isolated cases (default {DEFAULT_TIMEOUT:g}); a case "
                          "past it is retried once in a fresh worker with twice the limit before it fails as a "
                          "time-out")
-    group.addoption("--lstm-profile", default=None, metavar="{dev,ci,thorough}",
+    group.addoption("--lstm-profile", default=None, metavar="{" + ",".join(PROFILES) + "}",
                     help="the suite's profile: examples per test ("
                          + ", ".join(f"{name} {count}" for name, count in PROFILES.items()) + "), deadline off. "
                          "Default: --hypothesis-profile where it names one of these, else ci when $CI is "
