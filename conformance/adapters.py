@@ -50,6 +50,16 @@ class Capabilities:
     features: frozenset[str] = field(default_factory=lambda: frozenset(FEATURES))
     dtypes: frozenset[str] = frozenset({"float32", "float64"})
     errors: str = "raises"
+    #: Whether the port's gradients are checked against torch's (``conformance.gradients``).  ``None``:
+    #: the kind's default, yes for a drop-in (torch's autograd runs through it) and no for an adapter,
+    #: whose :meth:`Adapter.backward` is its own to write.  Undeclared, the gradient tests are skipped
+    #: with the reason, never passed.
+    gradients: Optional[bool] = None
+    #: Whether the port's double backward (a Hessian-vector product, as a gradient penalty takes) is
+    #: checked.  ``None``: yes for a drop-in that has gradients (torch's own LSTM is twice
+    #: differentiable), no for an adapter (its protocol is first-order).  A drop-in whose backward is a
+    #: ``once_differentiable`` autograd Function declares ``False``: its test is skipped with the reason.
+    double_backward: Optional[bool] = None
 
     def __post_init__(self) -> None:
         unknown = set(self.features) - set(FEATURES)
@@ -57,12 +67,15 @@ class Capabilities:
             raise ValueError(f"unknown features {sorted(unknown)}; known: {sorted(FEATURES)}")
         if self.errors not in ERROR_STRICTNESS:
             raise ValueError(f"errors must be one of {ERROR_STRICTNESS}, got {self.errors!r}")
+        for name in ("gradients", "double_backward"):
+            if getattr(self, name) not in (None, True, False):
+                raise ValueError(f"{name} must be None, True or False, got {getattr(self, name)!r}")
         object.__setattr__(self, "features", frozenset(self.features))
         object.__setattr__(self, "dtypes", frozenset(self.dtypes))
 
     def without(self, *features: str) -> "Capabilities":
         """These capabilities minus some features (for ports that lack them)."""
-        return Capabilities(self.features - set(features), self.dtypes, self.errors)
+        return Capabilities(self.features - set(features), self.dtypes, self.errors, self.gradients, self.double_backward)
 
     def missing(self, features: set[str], dtype: Optional[str] = None) -> list[str]:
         """The required features (and dtype) this port does not declare, as readable reasons."""
@@ -98,3 +111,19 @@ class Adapter:
         memory.  Return ``(output, (h_n, c_n))``; for packed input the output is :class:`PackedArrays`.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
+
+    def backward(self, input: ArrayInput, hx: Optional[ArrayState], cotangents: Mapping[str, np.ndarray], *,
+                 training: bool) -> dict[str, np.ndarray]:
+        """The vector-Jacobian product of :meth:`forward` at ``(input, hx)``, for a port that declares
+        ``Capabilities(gradients=True)``.
+
+        ``cotangents`` maps ``"output"`` (the packed data for packed input), ``"h_n"`` and ``"c_n"`` to
+        arrays shaped as :meth:`forward` returns them; a name left out stands for zeros (a loss that does
+        not use that result).  Return the gradients by name: ``"input"`` (the packed data for packed
+        input), ``"h0"`` and ``"c0"`` (when ``hx`` is given), and every parameter by torch's names
+        (``weight_ih_l0``, ...), each shaped as that tensor.
+
+        The suite calls it right after :meth:`forward` on the same instance with the same arguments; with
+        ``training=True`` it is the gradient of that forward, under the dropout mask that call drew.
+        """
+        raise NotImplementedError(f"{type(self).__name__} declares gradients but does not implement backward()")

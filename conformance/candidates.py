@@ -42,6 +42,19 @@ class Candidate:
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # hypothesis' pretty-printer
         printer.text(repr(self))
 
+    @property
+    def gradients(self) -> bool:
+        """Whether its gradients are checked: as declared (``Capabilities.gradients``), else for a drop-in only."""
+        declared = self.capabilities.gradients
+        return self.kind == "drop-in" if declared is None else declared
+
+    @property
+    def double_backward(self) -> bool:
+        """Whether its double backward is checked: as declared (``Capabilities.double_backward``), else for
+        a drop-in with gradients only."""
+        declared = self.capabilities.double_backward
+        return (self.kind == "drop-in" and self.gradients) if declared is None else declared
+
     def construct(self, config: LSTMConfig, state_dict: Optional[dict] = None) -> Any:
         """A port instance for ``config`` holding ``state_dict``'s weights; exceptions propagate."""
         if self.kind == "drop-in":
@@ -69,6 +82,14 @@ class Candidate:
         x, hx = np_args[0], (np_args[1] if len(np_args) > 1 else None)
         with timed("candidate"):
             return instance.forward(x, hx, training=training)
+
+    def backward(self, instance: Any, args: tuple, cotangents: dict, training: bool) -> Any:
+        """An adapter's :meth:`~conformance.adapters.Adapter.backward` at the call ``args`` (torch call
+        arguments, converted as :meth:`call` converts them), right after :meth:`call` on them."""
+        np_args = [_to_arrays(a) for a in args]
+        x, hx = np_args[0], (np_args[1] if len(np_args) > 1 else None)
+        with timed("candidate"):
+            return instance.backward(x, hx, cotangents, training=training)
 
     def outcome(self, result: Any, packed: bool) -> Outcome:
         """Check the structure of a result and convert it; raises StructureError."""

@@ -90,7 +90,7 @@ class Call:
     enforce_sorted: bool = True
     with_hx: bool = False
     layout: str = "contiguous"
-    requires_grad: bool = False
+    requires_grad: bool = False  # the input (a dense tensor, or the tensor a packed one is built from)
     training: bool = False
     seed: int = 0
     same_state: bool = False  # pass one tensor as both h0 and c0 (needs proj_size == 0)
@@ -99,6 +99,7 @@ class Call:
     x_values: Values = Values()  # how the input's values depart from randn at unit scale
     h0_values: Values = Values()
     c0_values: Values = Values()  # left plain when c0 is h0 (same_state)
+    hx_requires_grad: bool = False  # h0 and c0 require grad (with_hx only)
 
     @property
     def packed(self) -> bool:
@@ -196,7 +197,7 @@ class Case:
             "dropout": call.training and cfg.dropout > 0 and cfg.num_layers > 1,
             "noncontiguous": call.layout != "contiguous" or (call.with_hx and call.state_layout != "contiguous"),
             "argument_forms": call.arguments != "positional",
-            "requires_grad": call.requires_grad,
+            "requires_grad": call.requires_grad or (call.with_hx and call.hx_requires_grad),
         }
         return {name for name, used in wanted.items() if used}
 
@@ -240,9 +241,10 @@ class Case:
         if call.with_hx:
             layers = cfg.num_layers * cfg.num_directions
             batch = "" if call.unbatched else f"{call.batch}, "
-            lines.append(f"h0 = torch.randn({layers}, {batch}{cfg.output_size}, generator=g, dtype={dt})")
+            state_grad = ", requires_grad=True" if call.hx_requires_grad else ""
+            lines.append(f"h0 = torch.randn({layers}, {batch}{cfg.output_size}, generator=g, dtype={dt}{state_grad})")
             lines.append("c0 = h0" if call.same_state else
-                         f"c0 = torch.randn({layers}, {batch}{cfg.hidden_size}, generator=g, dtype={dt})")
+                         f"c0 = torch.randn({layers}, {batch}{cfg.hidden_size}, generator=g, dtype={dt}{state_grad})")
             lines += self._state_value_lines()
             lines += self._state_layout_lines()
         lines += self._fault_lines()
@@ -260,8 +262,9 @@ class Case:
         """h0's and c0's value edits (:class:`Values`), as first drawn (contiguous); c0 is h0 with same_state."""
         cfg, call = self.config, self.call
         form, dt = ("TF" if call.unbatched else "TNF"), f"torch.{cfg.dtype}"
-        lines = _value_lines("h0", call.h0_values, form, dt, cfg.output_size)
-        return lines + ([] if call.same_state else _value_lines("c0", call.c0_values, form, dt, cfg.hidden_size))
+        grad = call.hx_requires_grad
+        lines = _value_lines("h0", call.h0_values, form, dt, cfg.output_size, grad)
+        return lines + ([] if call.same_state else _value_lines("c0", call.c0_values, form, dt, cfg.hidden_size, grad))
 
     def _fault_lines(self) -> list[str]:
         return list(self.fault.lines) if self.fault is not None else []

@@ -23,7 +23,8 @@ from .outcome import Outcome, StructureError
 from .reference import Expected, copy_args, expected_for
 from .verdict import ConformanceFailure, Note, Problem, call_form
 
-__all__ = ["ConformanceFailure", "Problem", "Runner", "check_forward", "check_error", "check_packing_error"]
+__all__ = ["ConformanceFailure", "Problem", "Runner", "check_forward", "check_error", "check_packing_error",
+           "run_gradients"]
 
 
 def _changed(before: Any, after: Any) -> bool:
@@ -105,7 +106,7 @@ def _compare(case: Case, expected: Expected, got: Outcome, call: int = 1,
         # a case beyond unit scale: its own scale and its sensitivity to rounding (conformance.compare)
         perturbed = None if expected.perturbed is None else expected.perturbed.parts()[name][sel]
         scale = 1.0 if perturbed is None else case_scale(expected)
-        cell = cell_magnitude([expected.args[1][1] if len(expected.args) > 1 else None, oracle.c_n])
+        cell = cell_magnitude([expected.args[1][1].detach() if len(expected.args) > 1 else None, oracle.c_n])
         tol = tolerance(case.config.dtype, ref.parts()[name][sel], oracle.parts()[name][sel], scale, perturbed, cell)
         mismatch = compare_values(name, mine[sel], oracle.parts()[name][sel], tol)
         if mismatch is not None:
@@ -203,6 +204,18 @@ def check_forward(candidate: Candidate, case: Case, repeat: Union[bool, int, tup
             raise ConformanceFailure(candidate.name, case, problems, repeat=repeat)
         location, hint, on = _diagnose(candidate, case, expected, first, problems)
         raise ConformanceFailure(candidate.name, case, problems, location, hint, repeat=repeat, diagnosed_on=on)
+
+
+def run_gradients(candidate: Candidate, case: Case, check: str = "gradients", diagnose: bool = False) -> None:
+    """One of the gradient checks of :mod:`conformance.gradients` on ``case``, by its name in
+    ``conformance.verdict.CHECKS``: ``"gradients"``, ``"gradients-accumulate"`` or ``"double-backward"``."""
+    from .gradients import check_double_backward, check_gradient_accumulation, check_gradients
+
+    checks = {"gradients": check_gradients, "gradients-accumulate": check_gradient_accumulation,
+              "double-backward": check_double_backward}
+    if check not in checks:
+        raise ValueError(f"unknown gradient check {check!r}; known: {sorted(checks)}")
+    return checks[check](candidate, case, diagnose)
 
 
 def _statistics_asked(repeat: Any) -> bool:
@@ -365,6 +378,26 @@ class Runner:
         # keyed without `diagnose`: hypothesis' final replay of a timed-out example gets the same time-out
         status, value = run_isolated("forward", self.candidate.path, case, repeat, diagnose, timeout=self.timeout,
                                      key=("forward", self.candidate.path, case, repeat))
+        return self._isolated(case, status, value)
+
+    def gradients(self, case: Case, check: str = "gradients", diagnose: Optional[bool] = None) -> None:
+        """The gradient check ``check`` (:func:`run_gradients`), isolated like :meth:`forward`."""
+        self.calls += 1
+        if self.expected:
+            return self._expected(case, lambda: self._gradients(case, check, diagnose))
+        return self._gradients(case, check, diagnose)
+
+    def _gradients(self, case: Case, check: str, diagnose: Optional[bool]) -> None:
+        if diagnose is None:
+            diagnose = _final_example()
+        if not self.isolate:
+            return run_gradients(self.candidate, case, check, diagnose)
+        status, value = run_isolated("gradients", self.candidate.path, case, check, diagnose,
+                                     timeout=self.timeout, key=("gradients", self.candidate.path, case, check))
+        return self._isolated(case, status, value)
+
+    def _isolated(self, case: Case, status: str, value: Any) -> None:
+        """An isolated check's outcome: its failure raised, a crash or a time-out as a failure of the case."""
         if status == "failed":
             raise value
         if status == "timeout":

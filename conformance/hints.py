@@ -26,7 +26,8 @@ from .outcome import Outcome
 from .reference import Expected
 from .verdict import Problem
 
-__all__ = ["Evidence", "Hint", "Recogniser", "RECOGNISERS", "recognise"]
+__all__ = ["Evidence", "GRADIENT_RECOGNISERS", "GradientEvidence", "Hint", "Recogniser", "RECOGNISERS", "recognise",
+           "recognise_gradients"]
 
 GATES = ("i", "f", "g", "o")
 
@@ -1058,3 +1059,164 @@ def _layer_of(name: str) -> int:
 def _name(prefix: str, row: int, cfg) -> str:  # noqa: ANN001 - LSTMConfig
     layer, direction = divmod(row, cfg.num_directions)
     return f"{prefix}_l{layer}" + ("_reverse" if direction else "")
+
+
+# ------------------------------------------------------------------------- gradient recognisers
+
+
+@dataclass
+class GradientEvidence:
+    """What is known about one failing gradient check (:func:`conformance.gradients.check_gradients`):
+    the case, its positional arguments, the problems and each loss's gradients as compared
+    (:class:`conformance.gradients.Gradients`; the last one is the loss that failed)."""
+
+    case: Case
+    args: tuple
+    problems: list[Problem]
+    grads: list
+
+    def compared(self) -> dict:
+        """name -> (tolerance, element-wise ok, the candidate's gradient, the oracle's, None given) of the
+        loss that failed."""
+        return self.grads[-1].compared if self.grads else {}
+
+    def differing(self) -> set[str]:
+        return {name for name, (_, ok, *_) in self.compared().items() if not ok.all()}
+
+
+def _no_gradient(entry: tuple) -> bool:
+    """The candidate's gradient is None or zero where the oracle's is not."""
+    _, _, mine, oracle, none = entry
+    return (none or not np.any(mine)) and bool(np.any(oracle))
+
+
+def _gradient_detached(ev: GradientEvidence) -> Optional[str]:
+    status = [p for p in ev.problems if p.rule == "autograd-status" and p.tensor in ("output", "h_n", "c_n")]
+    if status and not ev.grads:
+        names = ", ".join(sorted({p.tensor for p in status}))
+        return f"{names} carry no autograd graph where torch's do: the forward runs outside autograd"
+    return None
+
+
+def _float32_gradients(ev: GradientEvidence) -> Optional[str]:
+    if ev.case.config.dtype != "float64" or not ev.differing():
+        return None
+    worst = 0.0
+    for name in ev.differing():
+        _, _, mine, oracle, none = ev.compared()[name]
+        finite = np.isfinite(oracle) & np.isfinite(mine)
+        scale = float(np.abs(oracle[finite]).max()) if finite.any() else 0.0
+        if none or scale == 0.0:
+            return None
+        error = float(np.abs(mine[finite] - oracle[finite]).max()) / scale
+        if not 1e-10 < error < 1e-5:
+            return None
+        worst = max(worst, error)
+    return (f"every differing gradient is off by float32 rounding (up to {worst:.1g} of its scale) on a float64 "
+            "model: the forward matches, the backward computes in float32")
+
+
+def _through_time(ev: GradientEvidence) -> Optional[str]:
+    from .gradients import through_time
+
+    entry = ev.compared().get("input")
+    if entry is None or entry[1].all():
+        return None
+    if through_time(ev.case, entry[1], ev.args):
+        return ("each sequence's last step's input gradient matches torch's and the earlier steps' do not: the "
+                "gradient does not flow back through the recurrence (the state detached between steps, or its "
+                "gradient dropped)")
+    return None
+
+
+def _initial_state_no_gradient(ev: GradientEvidence) -> Optional[str]:
+    differing = ev.differing()
+    if not differing or not differing <= {"h0", "c0"}:
+        return None
+    if all(_no_gradient(ev.compared()[name]) for name in differing):
+        names = [name for name in ("h0", "c0") if name in differing]
+        verb = "gets" if len(names) == 1 else "get"
+        return f"{' and '.join(names)} {verb} no gradient; every other gradient matches torch's"
+    return None
+
+
+def _parameter_no_gradient(ev: GradientEvidence) -> Optional[str]:
+    differing = ev.differing()
+    stems = {name.split("_l")[0] for name in differing}
+    if not differing or len(stems) != 1 or stems <= {"input", "h0", "c0"}:
+        return None
+    if all(_no_gradient(ev.compared()[name]) for name in differing):
+        names = sorted(differing)
+        verb = "gets" if len(names) == 1 else "get"
+        return f"{', '.join(names)} {verb} no gradient; every other gradient matches torch's"
+    return None
+
+
+def _lower_layers_cut_off(ev: GradientEvidence) -> Optional[str]:
+    cfg = ev.case.config
+    differing = ev.differing()
+    if cfg.num_layers < 2 or not differing:
+        return None
+    last = cfg.num_layers - 1
+    params = {name: _layer_of(name) for name in ev.compared() if name not in ("input", "h0", "c0")}
+    if any(layer == last for name, layer in params.items() if name in differing):
+        return None
+    lower = sorted({layer for name, layer in params.items() if name in differing})
+    if not lower:
+        return None
+    return (f"the last layer's gradients match torch's, those of layer{'s' if len(lower) > 1 else ''} "
+            f"{', '.join(map(str, lower))} below do not: the gradient does not flow from a layer to the one below "
+            "(its input detached between layers)")
+
+
+def _batch_first_gradient(ev: GradientEvidence) -> Optional[str]:
+    case = ev.case
+    if not case.config.batch_first or case.call.packed or case.call.unbatched or ev.differing() != {"input"}:
+        return None
+    tol, _, mine, oracle, _ = ev.compared()["input"]
+    misread = np.ascontiguousarray(oracle.swapaxes(0, 1)).reshape(oracle.shape)
+    if misread.shape[0] > 1 and misread.shape[1] > 1 and within(mine, misread, tol).all():
+        return ("the input gradient is torch's, computed time-major and reshaped to (N, T, F) instead of "
+                "transposed back to batch_first")
+    return None
+
+
+def _dropout_ignored_in_backward(ev: GradientEvidence) -> Optional[str]:
+    grads = ev.grads[-1] if ev.grads else None
+    if grads is None or grads.masks is None or not ev.differing():
+        return None
+    from .gradients import masked_oracle_gradients
+
+    what_if = masked_oracle_gradients(ev.case, ev.args, grads.state, grads.masks, grads.cotangents,
+                                      mask_in_backward=False)
+    for name, (tol, _, mine, oracle, _) in ev.compared().items():
+        theirs = what_if.get(name)
+        if not within(mine, np.zeros_like(oracle) if theirs is None else theirs, tol).all():
+            return None
+    return ("the gradients are torch's with the forward's dropout mask left out of the backward: the mask scales "
+            "the values between layers, and the gradient passes through it unmasked")
+
+
+#: The gradient recognisers (:func:`recognise_gradients`), first match wins.
+GRADIENT_RECOGNISERS: tuple[Recogniser, ...] = (
+    Recogniser("gradient-detached", "the result is detached from autograd", _gradient_detached, any_case=True),
+    Recogniser("float32-gradients", "the backward computes a float64 model in float32", _float32_gradients,
+               any_case=True),
+    Recogniser("dropout-ignored-in-backward", "the backward ignores the forward's dropout mask",
+               _dropout_ignored_in_backward, any_case=True),
+    Recogniser("batch-first-gradient", "the batch_first input gradient laid out wrongly", _batch_first_gradient,
+               any_case=True),
+    Recogniser("no-gradient-through-time", "the gradient does not flow back through time (truncated BPTT)",
+               _through_time, any_case=True),
+    Recogniser("initial-state-no-gradient", "h0 and c0 detached: the initial state gets no gradient",
+               _initial_state_no_gradient, any_case=True),
+    Recogniser("parameter-no-gradient", "a parameter gets no gradient (detached or not a parameter)",
+               _parameter_no_gradient, any_case=True),
+    Recogniser("layers-cut-off", "the gradient does not reach the layers below the last", _lower_layers_cut_off),
+)
+
+
+def recognise_gradients(evidence: GradientEvidence,
+                        recognisers: tuple[Recogniser, ...] = GRADIENT_RECOGNISERS) -> Optional[Hint]:
+    """The first gradient recogniser that sees its pattern; one that fails is skipped (as :func:`recognise`)."""
+    return recognise(evidence, recognisers)  # type: ignore[arg-type] - the same walk over another evidence

@@ -174,7 +174,8 @@ class RunOutput:
         data["summary"] = render.summary(data)
         data["reproducer"] = reproduce.script(failure.candidate_name, failure, test, repeat=failure.repeat)
         data["reproducer_saved"] = self._save(test, data["reproducer"])
-        data["reproducer_command"] = reproduce.command(failure.candidate_name, failure.case, repeat=failure.repeat)
+        data["reproducer_command"] = reproduce.command(failure.candidate_name, failure.case, repeat=failure.repeat,
+                                                       check=getattr(failure, "check", "forward"))
         return data
 
     def _save(self, test: str, source: str) -> str:

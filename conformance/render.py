@@ -41,6 +41,24 @@ def problem(p: dict[str, Any]) -> str:
                 + (f"; how far rounding may move this case's result: {tol['sensitivity']:.2g}"
                    if tol.get("sensitivity") else "")
                 + (f"\n  NaN and inf: {mismatch['special']}" if mismatch.get("special") else ""))
+    if p["kind"] == "gradient" and mismatch:
+        total = max(mismatch["total"], 1)
+        tol = mismatch["tolerance"]
+        loss = f" ({p['region']})" if p.get("region") else ""
+        values = p.get("rule") == "gradient-values"  # else the detail says what is wrong (.grad not accumulated)
+        head = f"gradient w.r.t. {p['tensor']}{loss}" if values else p["detail"]
+        return (f"{_prefix(p)}{head}: {mismatch['mismatched']} of {mismatch['total']} "
+                f"elements differ ({100.0 * mismatch['mismatched'] / total:.1f}%); largest difference "
+                f"{mismatch['max_abs']:.3g} at {_shape(mismatch['max_abs_index'])}, largest relative "
+                f"{mismatch['max_rel']:.3g} at {_shape(mismatch['max_rel_index'])}"
+                + (f"\n  where: {p['detail']}" if values and p.get("detail") else "")
+                + f"\n  allowed |a - o| <= {tol['atol']:.2g} + {tol['rtol']:.2g} * |o|, o the float64 oracle's "
+                f"gradient; torch's own error on this gradient: {tol['torch_error']:.2g}"
+                + (f"; how far rounding may move it: {tol['sensitivity']:.2g}" if tol.get("sensitivity") else "")
+                + (f"\n  NaN and inf: {mismatch['special']}" if mismatch.get("special") else ""))
+    if p["kind"] == "gradient":
+        loss = f" ({p['region']})" if p.get("region") else ""
+        return f"{_prefix(p)}{p['detail']}{loss}"
     if p["kind"] in ("shape", "dtype") and p.get("tensor"):
         return f"{_prefix(p)}{_tensor(p)} {p['detail']}"
     return f"{_prefix(p)}{p['detail']}"

@@ -57,6 +57,9 @@ _ERROR_ROWS = {
 _OTHER_ROWS = {
     "test_second_call_gives_the_same_result": "repeated calls",
     "test_stress_matches_torch": "stress (large weights, long sequences)",
+    "test_gradients_match_torch": "gradients",
+    "test_gradients_accumulate_over_calls": "gradients accumulate in .grad",
+    "test_double_backward_matches_torch": "double backward (Hessian-vector products)",
 }
 
 

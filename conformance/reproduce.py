@@ -50,6 +50,7 @@ def script(implementation: str, failure: Any, test_id: str = "", repeat: bool = 
     """The source of a reproducer for a :class:`~conformance.verdict.ConformanceFailure`."""
     case = failure.case
     kind = type(case).__name__
+    check = getattr(failure, "check", "forward")
     found = f"Found by {test_id}." if test_id else "Found by lstm-conformance."
     data = failure.to_data()
     what = "\n".join(f"  - {render.problem_line(p)}" for p in data["problems"])
@@ -98,7 +99,8 @@ The case, as torch code (torch's result is {getattr(case, 'torch_call', 'model(*
         f"CASE = {source(case)}",
         "",
         'if __name__ == "__main__":',
-        f"    sys.exit(main(IMPLEMENTATION, CASE{f', repeat={repeat!r}' if repeat else ''}, python=PYTHON))",
+        f"    sys.exit(main(IMPLEMENTATION, CASE{f', repeat={repeat!r}' if repeat else ''}"
+        f"{f', check={check!r}' if check != 'forward' else ''}, python=PYTHON))",
         "",
     ])
 
@@ -125,8 +127,9 @@ def _cannot_run(problem: str, python: Optional[str], hint: str) -> int:
     return 2
 
 
-def main(implementation: str, case: Any, repeat: bool = False, python: Optional[str] = None) -> int:
-    """Run the check behind ``case``; print the result.
+def main(implementation: str, case: Any, repeat: bool = False, python: Optional[str] = None,
+         check: str = "forward") -> int:
+    """Run the check behind ``case`` (``check``: one of ``conformance.verdict.CHECKS``); print the result.
 
     Returns 1 while the implementation differs from torch, 0 once it matches, and 2 when the check
     cannot run here: torch or the implementation does not import, or the check itself broke.
@@ -135,7 +138,7 @@ def main(implementation: str, case: Any, repeat: bool = False, python: Optional[
         import torch  # noqa: F401 - the reference; imported first, so that its absence is named as such
 
         from .case import Case, PackingCall
-        from .checks import check_error, check_forward, check_packing_error
+        from .checks import check_error, check_forward, check_packing_error, run_gradients
         from .registry import ResolutionError, resolve
         from .verdict import ConformanceFailure
     except ImportError as exc:
@@ -156,6 +159,8 @@ def main(implementation: str, case: Any, repeat: bool = False, python: Optional[
             check_packing_error(candidate, case, functions)
         elif isinstance(case, Case) and case.fault is not None:
             check_error(candidate, case)
+        elif check != "forward":
+            run_gradients(candidate, case, check, diagnose=True)
         else:
             check_forward(candidate, case, repeat=repeat, diagnose=True)
     except ConformanceFailure as failure:
@@ -170,11 +175,11 @@ def main(implementation: str, case: Any, repeat: bool = False, python: Optional[
     return 0
 
 
-def command(implementation: str, case: Any, repeat: bool = False) -> str:
+def command(implementation: str, case: Any, repeat: bool = False, check: str = "forward") -> str:
     """A one-line shell command that runs the same check as :func:`script`'s file."""
     import shlex
 
-    flags = " --repeat" if repeat else ""
+    flags = (" --repeat" if repeat else "") + (f" --{check}" if check != "forward" else "")
     text = source(case)
     # double quotes read better around reprs' single quotes, where nothing inside means anything to a shell
     quoted = f'"{text}"' if not set(text) & set('"$`\\!') else shlex.quote(text)
@@ -211,13 +216,23 @@ def cli(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("implementation", help="a registered name or package.module:Class, as the run named it")
     parser.add_argument("case", help="the case as the report prints it: Case(config=LSTMConfig(...), call=Call(...))")
     parser.add_argument("--repeat", action="store_true", help="call the same instance twice (the second-call test)")
+    parser.add_argument("--gradients", action="store_true", help="check the gradients (the gradient tests)")
+    parser.add_argument("--gradients-accumulate", action="store_true",
+                        help="check that .grad accumulates over two calls (the accumulation test)")
+    parser.add_argument("--double-backward", action="store_true",
+                        help="check the double backward, a Hessian-vector product (the double-backward test)")
     args = parser.parse_args(argv)
     try:
         case = _parse_case(args.case)
     except (SyntaxError, ValueError, TypeError) as exc:
         print(f"lstm-conformance reproducer: error: cannot read the case {args.case!r}: {exc}", file=sys.stderr)
         return 2
-    return main(args.implementation, case, repeat=args.repeat)
+    chosen = [c for c, on in (("gradients", args.gradients), ("gradients-accumulate", args.gradients_accumulate),
+                                ("double-backward", args.double_backward)) if on]
+    if len(chosen) > 1:
+        parser.error(f"choose one check, not {', '.join('--' + c for c in chosen)}")
+    check = chosen[0] if chosen else "forward"
+    return main(args.implementation, case, repeat=args.repeat, check=check)
 
 
 if __name__ == "__main__":

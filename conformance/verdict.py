@@ -15,7 +15,7 @@ from typing import Any, Optional
 from . import render
 from .compare import Mismatch
 
-__all__ = ["KINDS", "ConformanceFailure", "Note", "Problem", "call_form", "root_cause"]
+__all__ = ["CHECKS", "KINDS", "ConformanceFailure", "Note", "Problem", "call_form", "root_cause"]
 
 #: What a problem can be about.
 KINDS = {
@@ -29,7 +29,12 @@ KINDS = {
     "warning": "a warning torch emits is missing",
     "crashed": "the candidate's process died",
     "timeout": "the candidate did not finish within the per-case time limit",
+    "gradient": "a gradient, the autograd status of a result, or .grad accumulation differs from torch's",
 }
+
+#: The checks a failure can come from: the forward (and repeated calls), the gradients of one call
+#: (``conformance.gradients.check_gradients``), .grad accumulation over two calls, the double backward.
+CHECKS = ("forward", "gradients", "gradients-accumulate", "double-backward")
 
 
 @dataclass(frozen=True)
@@ -84,19 +89,21 @@ class ConformanceFailure(AssertionError):
     """The candidate does not behave like torch.nn.LSTM on a case."""
 
     def __init__(self, candidate_name: str, case: Any, problems: list[Problem],
-                 location: Any = None, hint: Any = None, repeat: bool = False, diagnosed_on: str = ""):
+                 location: Any = None, hint: Any = None, repeat: bool = False, diagnosed_on: str = "",
+                 check: str = "forward"):
         """``case`` is a :class:`~conformance.case.Case` or anything else with ``to_code()``;
         ``location`` (:class:`~conformance.localise.Location`) and ``hint``
         (:class:`~conformance.hints.Hint`) are added when the failure was diagnosed, on the case
-        itself or on the variant ``diagnosed_on`` names."""
+        itself or on the variant ``diagnosed_on`` names.  ``check`` says which check found it (one of
+        :data:`CHECKS`), for the reproducer to run the same one."""
         self.candidate_name, self.case, self.problems = candidate_name, case, problems
         self.location, self.hint, self.repeat = location, hint, repeat  # repeat: found on a second call
-        self.diagnosed_on = diagnosed_on
+        self.diagnosed_on, self.check = diagnosed_on, check
         super().__init__(candidate_name, repr(case))
 
     def __reduce__(self) -> tuple[Any, ...]:  # survives pickling (isolated workers, xdist)
         return (type(self), (self.candidate_name, self.case, self.problems, self.location, self.hint, self.repeat,
-                             self.diagnosed_on))
+                             self.diagnosed_on, self.check))
 
     def __str__(self) -> str:
         return render.failure(self.to_data())
@@ -124,6 +131,7 @@ class ConformanceFailure(AssertionError):
             "hint": None if self.hint is None else _plain(asdict(self.hint)),
             "diagnosed_on": self.diagnosed_on,
             "repeat": self.repeat,
+            "check": self.check,
         }
         data["root_cause"] = root_cause(data)
         return data

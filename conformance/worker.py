@@ -108,6 +108,8 @@ def _operations() -> dict:
         "reference": record_reference,
         "candidate": record_candidate,
         "forward": lambda spec, case, repeat, diagnose=False: checks.check_forward(candidate(spec), case, repeat, diagnose),
+        "gradients": lambda spec, case, check, diagnose=False: checks.run_gradients(candidate(spec), case, check,
+                                                                                   diagnose),
         "ping": lambda: "pong",
         "path": _adopt,
     }

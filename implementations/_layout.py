@@ -1,4 +1,5 @@
-"""Layout translation shared by the adapters that run layer by layer (ONNX Runtime, Keras, Flax).
+"""Layout translation shared by the adapters that run layer by layer (ONNX Runtime, Keras, Flax), and
+its adjoint for their backward passes (cotangents in, gradients out).
 
 These ports take a padded time-major (or batch-major) array plus lengths, and per-layer states,
 so each adapter turns torch's input and stacked ``(num_layers * D, ...)`` states into that form.
@@ -6,7 +7,7 @@ so each adapter turns torch's input and stacked ``(num_layers * D, ...)`` states
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Mapping, Optional
 
 import numpy as np
 
@@ -70,3 +71,52 @@ def torch_layout(output: np.ndarray, h_n: np.ndarray, c_n: np.ndarray, input: Ar
     if config.batch_first:
         output = output.swapaxes(0, 1)
     return output, (h_n, c_n)
+
+
+def time_major_cotangents(cotangents: Mapping[str, np.ndarray], input: ArrayInput, unbatched: bool,
+                          config: LSTMConfig) -> tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
+    """A backward's ``cotangents`` (of torch's output, or packed output data, h_n and c_n) in
+    :func:`time_major`'s form: ``(d_output (T, N, F), d_h_n, d_c_n)`` with a batch axis, ``None`` where
+    absent.  This is the adjoint of :func:`torch_layout`: a packed output's cotangent is padded with
+    zeros (the padded steps are not part of the result)."""
+    d_output, d_h_n, d_c_n = (cotangents.get(name) for name in ("output", "h_n", "c_n"))
+    if d_output is not None:
+        if isinstance(input, PackedArrays):
+            d_output, _ = packed_to_padded(PackedArrays(np.asarray(d_output), *input[1:]))
+        elif unbatched:
+            d_output = np.asarray(d_output)[:, None, :]
+        elif config.batch_first:
+            d_output = np.asarray(d_output).swapaxes(0, 1)
+    if unbatched:
+        d_h_n, d_c_n = (None if d is None else np.asarray(d)[:, None, :] for d in (d_h_n, d_c_n))
+    return d_output, d_h_n, d_c_n
+
+
+def torch_layout_gradients(d_x: np.ndarray, d_state: Optional[State], input: ArrayInput, unbatched: bool,
+                           config: LSTMConfig) -> dict[str, np.ndarray]:
+    """Gradients with respect to :func:`time_major`'s ``x`` (T, N, F) and ``state`` laid out as torch's
+    input (or packed data) and ``(h0, c0)`` (the adjoint of :func:`time_major`), by the names a backward
+    returns them under: ``"input"``, and ``"h0"`` and ``"c0"`` when there is a state."""
+    if isinstance(input, PackedArrays):
+        d_input = padded_to_packed(d_x, input).data
+    elif unbatched:
+        d_input = d_x[:, 0]
+    else:
+        d_input = d_x.swapaxes(0, 1) if config.batch_first else d_x
+    grads = {"input": d_input}
+    if d_state is not None:
+        grads["h0"], grads["c0"] = (d_state[0][:, 0], d_state[1][:, 0]) if unbatched else d_state
+    return grads
+
+
+def torch_parameter_gradients(config: LSTMConfig, layer: int, suffix: str, d_kernel: np.ndarray,
+                              d_recurrent_kernel: np.ndarray, d_bias: Optional[np.ndarray]) -> dict[str, np.ndarray]:
+    """torch's parameter gradients of one (layer, direction) from those of a port that keeps
+    ``kernel = weight_ih.T``, ``recurrent_kernel = weight_hh.T`` and one ``bias = bias_ih + bias_hh``:
+    both of torch's biases get the merged bias's gradient (each enters the gates once, as it does)."""
+    grads = {f"weight_ih_l{layer}{suffix}": np.asarray(d_kernel).T,
+             f"weight_hh_l{layer}{suffix}": np.asarray(d_recurrent_kernel).T}
+    if config.bias and d_bias is not None:
+        grads[f"bias_ih_l{layer}{suffix}"] = np.asarray(d_bias)
+        grads[f"bias_hh_l{layer}{suffix}"] = np.asarray(d_bias).copy()
+    return grads

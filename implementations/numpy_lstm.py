@@ -1,4 +1,4 @@
-"""A NumPy port of ``torch.nn.LSTM``'s forward: the ``_VF.lstm`` a reader can follow.
+"""A NumPy port of ``torch.nn.LSTM``: the ``_VF.lstm`` a reader can follow, forward and backward.
 
 torch hides the recurrence in C++ (``aten/src/ATen/native/RNN.cpp``).  This file does the same
 work in plain NumPy, step by step, and says in comments what torch does without saying: the
@@ -13,12 +13,19 @@ error, is silently accepted, or crashes it).
 Arithmetic follows ATen's native (non-oneDNN) path: the input projection of all steps is computed
 first, ``x @ W_ih.T + b_ih``, then each step adds ``h @ W_hh.T + b_hh``.  Set
 :attr:`NumpyLSTM.compute_dtype` in a subclass to compute in higher precision.
+
+The backward pass (:meth:`NumpyLSTM.backward`, the vector-Jacobian product autograd computes for
+``nn.LSTM``) is backpropagation through time written out by hand.  It reruns the forward keeping a
+tape (:class:`_Step`: each step's gate values and the state it started from), then walks every
+(layer, direction) back from its last step to its first with :func:`_cell_step_backward`, the
+derivative of :func:`_cell_step`.  Dense and packed input share that walk; they differ only in which
+rows of the state a step touched, which the tape records.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Mapping, Optional
+from typing import Callable, ClassVar, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -39,10 +46,55 @@ class _DirectionWeights:
     w_hr: Optional[np.ndarray]  # (P, H) or None when proj_size == 0
 
 
-#: Runs one direction of one layer: (x_projected, h0, c0, weights, reverse) -> (output, h_n, c_n).
+@dataclass(frozen=True)
+class _Step:
+    """One step of one direction as its backward pass needs it: an entry of the forward's tape.
+
+    The gates are kept after their nonlinearity, because each nonlinearity's derivative is a
+    function of its output: ``sigmoid'(x) = s (1 - s)`` and ``tanh'(x) = 1 - t**2``.
+    """
+
+    at: Union[int, slice]  # the step's rows of the direction's output: time t (dense), a row range (packed)
+    h_prev: np.ndarray  # (rows, Hout): the h this step started from; rows = the state rows it updated
+    c_prev: np.ndarray  # (rows, H)
+    i: np.ndarray  # (rows, H): sigmoid of the input gate
+    f: np.ndarray  # sigmoid of the forget gate
+    g: np.ndarray  # tanh of the cell candidate
+    o: np.ndarray  # sigmoid of the output gate
+    tanh_c: np.ndarray  # tanh of the new cell state
+    h_cell: np.ndarray  # o * tanh(c_new): the new h before the projection (h itself when proj_size == 0)
+
+
+#: Runs one direction of one layer: (x_projected, h0, c0, weights, reverse, tape) -> (output, h_n, c_n).
+#: With a tape (a list), each step appends its :class:`_Step` in the order the steps ran.
 _DirectionRunner = Callable[
-    [np.ndarray, np.ndarray, np.ndarray, _DirectionWeights, bool], tuple[np.ndarray, np.ndarray, np.ndarray]
+    [np.ndarray, np.ndarray, np.ndarray, _DirectionWeights, bool, Optional[list]],
+    tuple[np.ndarray, np.ndarray, np.ndarray],
 ]
+
+
+@dataclass
+class _DirectionGrads:
+    """The gradients of one (layer, direction)'s parameters, summed over every step and batch row."""
+
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    b_ih: Optional[np.ndarray]
+    b_hh: Optional[np.ndarray]
+    w_hr: Optional[np.ndarray]
+
+    @classmethod
+    def zeros_like(cls, w: _DirectionWeights) -> "_DirectionGrads":
+        def zeros(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
+            return None if a is None else np.zeros_like(a)
+
+        return cls(zeros(w.w_ih), zeros(w.w_hh), zeros(w.b_ih), zeros(w.b_hh), zeros(w.w_hr))
+
+    def named(self, layer: int, suffix: str) -> dict[str, np.ndarray]:
+        """By torch's parameter names (``weight_ih_l0_reverse``, ...); absent parameters left out."""
+        kinds = {"weight_ih": self.w_ih, "weight_hh": self.w_hh, "bias_ih": self.b_ih, "bias_hh": self.b_hh,
+                 "weight_hr": self.w_hr}
+        return {f"{kind}_l{layer}{suffix}": grad for kind, grad in kinds.items() if grad is not None}
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -64,12 +116,18 @@ def _input_projection(x: np.ndarray, w: _DirectionWeights) -> np.ndarray:
 
 
 def _cell_step(
-    x_projected: np.ndarray, h: np.ndarray, c: np.ndarray, w: _DirectionWeights
+    x_projected: np.ndarray,
+    h: np.ndarray,
+    c: np.ndarray,
+    w: _DirectionWeights,
+    tape: Optional[list] = None,
+    at: Union[int, slice] = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One LSTM step for a batch of rows: returns the new ``(h, c)``.
 
     ``x_projected`` is this step's ``x @ W_ih.T + b_ih``; ``h`` is ``(rows, Hout)``, ``c`` is
-    ``(rows, H)``.
+    ``(rows, H)``.  With ``tape``, appends the step's :class:`_Step` (placed at ``at`` of the
+    output) for the backward pass; the arithmetic is the same either way.
     """
     # Both biases are added: gates = (h W_hh^T + b_hh) + (x W_ih^T + b_ih), in ATen's order.
     gates = h @ w.w_hh.T
@@ -79,16 +137,86 @@ def _cell_step(
     # The 4H rows of every weight and bias are four blocks in the order input, forget,
     # cell candidate ("g"), output.
     i, f, g, o = np.split(gates, 4, axis=-1)
-    c_new = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
-    h_new = _sigmoid(o) * np.tanh(c_new)
-    if w.w_hr is not None:
-        # proj_size: h is projected to P features; the cell state c keeps all H.
-        h_new = h_new @ w.w_hr.T
+    i, f, g, o = _sigmoid(i), _sigmoid(f), np.tanh(g), _sigmoid(o)
+    c_new = f * c + i * g
+    tanh_c = np.tanh(c_new)
+    h_cell = o * tanh_c
+    # proj_size: h is projected to P features; the cell state c keeps all H.
+    h_new = h_cell @ w.w_hr.T if w.w_hr is not None else h_cell
+    if tape is not None:
+        tape.append(_Step(at, h, c, i, f, g, o, tanh_c, h_cell))
     return h_new, c_new
 
 
+def _cell_step_backward(
+    step: _Step, dh: np.ndarray, dc: np.ndarray, w: _DirectionWeights, grads: _DirectionGrads
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The derivative of :func:`_cell_step`: returns ``(d_gates, dh_prev, dc_prev)``.
+
+    ``dh`` (rows, Hout) and ``dc`` (rows, H) are the gradients of the loss with respect to the
+    step's new h and c: everything that used them (this step's output, the next step, h_n/c_n).
+    ``d_gates`` (rows, 4H) is the gradient of the pre-activation gates, which is also the gradient
+    of this step's ``x_projected`` (it is added to the gates as is).  The gradients of W_hh, b_hh
+    and W_hr are added into ``grads``; W_ih's and b_ih's are taken for all steps at once by
+    :func:`_input_projection_backward`.
+    """
+    if w.w_hr is not None:
+        # h_new = h_cell @ W_hr^T: W_hr collects dh^T h_cell, and h_cell receives dh @ W_hr.
+        grads.w_hr += dh.T @ step.h_cell
+        dh = dh @ w.w_hr
+    # h_cell = o * tanh(c_new).  c_new is reached two ways: directly (dc, from the next step and
+    # c_n) and through h (dh * o * tanh'(c_new)); the two add.
+    do = dh * step.tanh_c
+    dc = dc + dh * step.o * (1.0 - step.tanh_c * step.tanh_c)
+    # c_new = f * c_prev + i * g: each factor's gradient is dc times the other factor.
+    di = dc * step.g
+    df = dc * step.c_prev
+    dg = dc * step.i
+    # The previous cell state reaches c_new only through the forget gate, so its gradient is
+    # dc * f: no weight matrix and no squashing on this path.  This is what lets the gradient of c
+    # travel many steps back (as long as f stays near 1), where h's gradient is multiplied by W_hh
+    # and the gates' derivatives at every step.
+    dc_prev = dc * step.f
+    # Through the nonlinearities, written with their outputs: sigmoid' = s (1 - s), tanh' = 1 - t^2.
+    d_gates = np.concatenate(
+        [
+            di * step.i * (1.0 - step.i),
+            df * step.f * (1.0 - step.f),
+            dg * (1.0 - step.g * step.g),
+            do * step.o * (1.0 - step.o),
+        ],
+        axis=-1,
+    )  # back in the [i | f | g | o] block order of the weights' rows
+    # gates = h_prev @ W_hh^T + b_hh + x_projected.
+    grads.w_hh += d_gates.T @ step.h_prev
+    if grads.b_hh is not None:
+        grads.b_hh += d_gates.sum(axis=0)
+    dh_prev = d_gates @ w.w_hh
+    return d_gates, dh_prev, dc_prev
+
+
+def _input_projection_backward(
+    d_projected: np.ndarray, x: np.ndarray, w: _DirectionWeights, grads: _DirectionGrads
+) -> np.ndarray:
+    """The derivative of :func:`_input_projection`: adds W_ih's and b_ih's gradients into
+    ``grads`` and returns the gradient of ``x`` (same layout as ``x``).
+
+    Every step used the same W_ih, so its gradient is one sum over all steps and rows.
+    """
+    flat_d = d_projected.reshape(-1, d_projected.shape[-1])
+    grads.w_ih += flat_d.T @ x.reshape(-1, x.shape[-1])
+    if grads.b_ih is not None:
+        grads.b_ih += flat_d.sum(axis=0)
+    return d_projected @ w.w_ih
+
+
 def _run_direction(
-    x_projected: np.ndarray, h0: np.ndarray, c0: np.ndarray, w: _DirectionWeights, reverse: bool
+    x_projected: np.ndarray,
+    h0: np.ndarray,
+    c0: np.ndarray,
+    w: _DirectionWeights,
+    reverse: bool,
+    tape: Optional[list] = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run one direction over dense ``(L, N, 4H)`` input; returns ``(output, h_n, c_n)``.
 
@@ -100,7 +228,7 @@ def _run_direction(
     output = np.empty((steps,) + h0.shape, dtype=h0.dtype)
     h, c = h0, c0
     for t in (reversed(range(steps)) if reverse else range(steps)):
-        h, c = _cell_step(x_projected[t], h, c, w)
+        h, c = _cell_step(x_projected[t], h, c, w, tape, at=t)
         output[t] = h
     return output, h, c
 
@@ -112,6 +240,7 @@ def _run_packed_direction(
     c0: np.ndarray,
     w: _DirectionWeights,
     reverse: bool,
+    tape: Optional[list] = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run one direction over packed ``(rows, 4H)`` data; returns ``(output, h_n, c_n)``.
 
@@ -131,20 +260,64 @@ def _run_packed_direction(
     for t in (reversed(range(steps)) if reverse else range(steps)):
         rows = slice(offsets[t], offsets[t + 1])
         active = int(batch_sizes[t])
-        h[:active], c[:active] = _cell_step(x_projected[rows], h[:active], c[:active], w)
+        h_active, c_active = h[:active], c[:active]
+        if tape is not None:
+            # The tape keeps the state this step starts from, and the next line overwrites h and c.
+            h_active, c_active = h_active.copy(), c_active.copy()
+        h[:active], c[:active] = _cell_step(x_projected[rows], h_active, c_active, w, tape, at=rows)
         output[rows] = h[:active]
     return output, h, c
 
 
-def _dropout(x: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
-    """Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p)."""
-    if p <= 0.0:
-        return x
+def _backprop_direction(
+    tape: Sequence[_Step],
+    d_output: np.ndarray,
+    dh_n: np.ndarray,
+    dc_n: np.ndarray,
+    w: _DirectionWeights,
+    grads: _DirectionGrads,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backpropagation through time over one direction's tape: returns ``(d_x_projected, dh0, dc0)``.
+
+    ``d_output`` is the gradient of this direction's output (``(L, N, Hout)`` dense, ``(rows, Hout)``
+    packed); ``dh_n``/``dc_n`` those of its final state.  The steps are undone in the reverse of the
+    order they ran (t = L-1 .. 0 for the forward direction, t = 0 .. L-1 for the reverse one), so
+    ``dh``/``dc`` always hold the gradient of the state the next step to undo produced: they start
+    as the final state's, and each step adds its own output's gradient to ``dh`` (h_new is both
+    that output and the next step's input).
+
+    Packed input: a step updated only the first ``rows`` rows of the state (the sequences still
+    running at that time), so it reads and replaces only those rows of ``dh``/``dc``; the other rows
+    pass through untouched, as their states did.  A sequence's row enters the walk, holding its
+    h_n/c_n gradient, at the last step its direction ran for it: for the forward direction the step
+    at the sequence's own last position (its h_n is the state after that step, however much longer
+    other sequences run); for the reverse direction t = 0.  The row leaves the walk after the first
+    step that ran for it, and what is left in it then is h0's (and c0's) gradient: from t = 0 for the
+    forward direction, and for the reverse direction from the sequence's own last position, where its
+    reverse pass started from h0, not from the longest sequence's last step.
+    Dense input is the case where every step updates all rows.
+    """
+    dh, dc = dh_n.copy(), dc_n.copy()
+    d_projected = np.zeros(d_output.shape[:-1] + (4 * dc.shape[-1],), dtype=dc.dtype)
+    for step in reversed(tape):
+        rows = step.h_prev.shape[0]
+        d_projected[step.at], dh[:rows], dc[:rows] = _cell_step_backward(
+            step, dh[:rows] + d_output[step.at], dc[:rows], w, grads
+        )
+    return d_projected, dh, dc
+
+
+def _dropout_mask(shape: tuple[int, ...], p: float, rng: np.random.Generator, dtype: np.dtype) -> np.ndarray:
+    """Inverted dropout's multiplier: 0 with probability p, else 1/(1-p), drawn per element.
+
+    The layer output is multiplied by it, so the same multiplier is its derivative: the backward pass
+    multiplies the gradient by the mask the forward drew (a dropped element passes no gradient).
+    """
     if p >= 1.0:
         # everything dropped (no dividing by 1 - p = 0); multiplied by the zero mask as torch does, so a NaN stays NaN
-        return x * x.dtype.type(0.0)
-    keep = rng.random(x.shape) >= p  # a fresh Bernoulli per element: not shared over time
-    return x * (keep.astype(x.dtype) / x.dtype.type(1.0 - p))
+        return np.zeros(shape, dtype=dtype)
+    keep = rng.random(shape) >= p  # a fresh Bernoulli per element: not shared over time
+    return keep.astype(dtype) / dtype.type(1.0 - p)
 
 
 def _describe(value: object) -> str:
@@ -174,9 +347,9 @@ def _check_batch_sizes(batch_sizes: np.ndarray, rows: int) -> None:
 
 
 class NumpyLSTM(Adapter):
-    """``torch.nn.LSTM``'s forward in NumPy: all features, float32 and float64."""
+    """``torch.nn.LSTM``'s forward and backward in NumPy: all features, float32 and float64."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(errors="raises")
+    capabilities: ClassVar[Capabilities] = Capabilities(errors="raises", gradients=True)
 
     #: The dtype arithmetic is done in.  ``None`` computes in the config's dtype; a subclass may
     #: set ``np.float64`` or ``np.longdouble`` to compute in higher precision.  Inputs and weights
@@ -193,6 +366,10 @@ class NumpyLSTM(Adapter):
             [self._direction_weights(layer, suffix) for suffix in ("", "_reverse")[: config.num_directions]]
             for layer in range(config.num_layers)
         ]
+        #: The dropout multipliers the most recent training forward applied, one per layer output
+        #: but the last (empty when no dropout applies); None until a training forward has run.
+        #: backward(training=True) differentiates under these.
+        self._dropout_masks: Optional[tuple[np.ndarray, ...]] = None
 
     def _direction_weights(self, layer: int, suffix: str) -> _DirectionWeights:
         def get(kind: str) -> np.ndarray:
@@ -214,6 +391,32 @@ class NumpyLSTM(Adapter):
         if isinstance(input, PackedArrays):
             return self._forward_packed(input, hx, training)
         return self._forward_dense(input, hx, training)
+
+    # ------------------------------------------------------------------ backward
+
+    def backward(
+        self, input: ArrayInput, hx: Optional[ArrayState], cotangents: Mapping[str, np.ndarray], *, training: bool
+    ) -> dict[str, np.ndarray]:
+        """The vector-Jacobian product of :meth:`forward` at ``(input, hx)``: what autograd computes.
+
+        ``cotangents`` holds the gradients of a loss with respect to ``"output"`` (the packed data,
+        for packed input), ``"h_n"`` and ``"c_n"``, shaped as :meth:`forward` returns them; one left
+        out is zero.  Returns the loss's gradients with respect to ``"input"`` (the packed data, for
+        packed input), ``"h0"`` and ``"c0"`` when ``hx`` is given (in the caller's layout and batch
+        order), and every parameter by torch's name, all in the config's dtype.
+
+        With ``training=True`` this is the derivative of the most recent ``forward(...,
+        training=True)`` on the same arguments, under the dropout masks that call drew (a fresh draw
+        would differentiate a different function).
+        """
+        input, hx = self._check_call(input, hx)
+        masks = self._masks_for_backward(training)
+        unknown = set(cotangents) - {"output", "h_n", "c_n"}
+        if unknown:
+            raise ValueError(f"cotangents are for 'output', 'h_n' and 'c_n'; got {sorted(unknown)}")
+        if isinstance(input, PackedArrays):
+            return self._backward_packed(input, hx, cotangents, masks)
+        return self._backward_dense(input, hx, cotangents, masks)
 
     # ------------------------------------------------------------------ validation
 
@@ -289,26 +492,42 @@ class NumpyLSTM(Adapter):
                 )
         return h0, c0
 
-    def _forward_dense(self, input: np.ndarray, hx: Optional[ArrayState], training: bool) -> ArrayResult:
-        x = np.asarray(input, dtype=self._compute)
-        unbatched = x.ndim == 2
-        if unbatched:
-            # Unbatched (L, H_in) is a batch of one, squeezed afterwards; batch_first is ignored.
-            x = x[:, None, :]
-            hx = None if hx is None else (np.asarray(hx[0])[:, None, :], np.asarray(hx[1])[:, None, :])
-        elif self.config.batch_first:
-            x = x.swapaxes(0, 1)  # work time-major; hx is never batch_first
+    # ------------------------------------------------------------------ layouts
+
+    def _dense_working(self, input: np.ndarray, hx: Optional[ArrayState]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Dense input and hx in the layout the recurrence runs in: ``x`` time-major ``(L, N, F)``,
+        ``h0``/``c0`` ``(L*D, N, .)``.
+
+        Unbatched ``(L, H_in)`` is a batch of one, squeezed afterwards (:meth:`_dense_result`);
+        batch_first is ignored for it.  hx is never batch_first.
+        """
+        x = self._time_major(np.asarray(input, dtype=self._compute), unbatched=input.ndim == 2)
+        if input.ndim == 2 and hx is not None:
+            hx = (np.asarray(hx[0])[:, None, :], np.asarray(hx[1])[:, None, :])
         h0, c0 = self._initial_state(hx, batch=x.shape[1])
-        output, h_n, c_n = self._run_layers(x, h0, c0, _run_direction, training)
+        return x, h0, c0
 
+    def _time_major(self, sequence: np.ndarray, unbatched: bool) -> np.ndarray:
+        """A dense sequence (input, output or their gradients) from the caller's layout to ``(L, N, .)``."""
         if unbatched:
-            output, h_n, c_n = output[:, 0], h_n[:, 0], c_n[:, 0]
-        elif self.config.batch_first:
-            output = output.swapaxes(0, 1)
-        return self._cast(output), (self._cast(h_n), self._cast(c_n))
+            return sequence[:, None, :]
+        return sequence.swapaxes(0, 1) if self.config.batch_first else sequence
 
-    def _forward_packed(self, packed: PackedArrays, hx: Optional[ArrayState], training: bool) -> ArrayResult:
-        # Packed data is always time-major over the sorted batch; batch_first does not apply.
+    def _dense_result(self, sequence: np.ndarray, states: tuple[np.ndarray, ...], unbatched: bool) -> tuple:
+        """The inverse of :meth:`_time_major` for a sequence and of the unsqueeze for states, cast to the
+        config's dtype: ``(sequence, states)`` in the caller's layout."""
+        if unbatched:
+            sequence, states = sequence[:, 0], tuple(s[:, 0] for s in states)
+        elif self.config.batch_first:
+            sequence = sequence.swapaxes(0, 1)
+        return self._cast(sequence), tuple(self._cast(s) for s in states)
+
+    def _packed_working(
+        self, packed: PackedArrays, hx: Optional[ArrayState]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, _DirectionRunner]:
+        """Packed data and hx in the layout the recurrence runs in: ``(data, h0, c0, run)``, the
+        batch in sorted order.  Packed data is always time-major over the sorted batch; batch_first
+        does not apply."""
         data = np.asarray(packed.data, dtype=self._compute)
         batch_sizes = np.asarray(packed.batch_sizes, dtype=np.int64)
         if hx is not None and packed.sorted_indices is not None:
@@ -317,10 +536,22 @@ class NumpyLSTM(Adapter):
             hx = (np.asarray(hx[0])[:, order], np.asarray(hx[1])[:, order])
         h0, c0 = self._initial_state(hx, batch=int(batch_sizes[0]))
 
-        def run(projected: np.ndarray, h: np.ndarray, c: np.ndarray, w: _DirectionWeights, reverse: bool):
-            return _run_packed_direction(projected, batch_sizes, h, c, w, reverse)
+        def run(projected: np.ndarray, h: np.ndarray, c: np.ndarray, w: _DirectionWeights, reverse: bool,
+                tape: Optional[list] = None):
+            return _run_packed_direction(projected, batch_sizes, h, c, w, reverse, tape)
 
-        output, h_n, c_n = self._run_layers(data, h0, c0, run, training)
+        return data, h0, c0, run
+
+    # ------------------------------------------------------------------ forward and backward, per input kind
+
+    def _forward_dense(self, input: np.ndarray, hx: Optional[ArrayState], training: bool) -> ArrayResult:
+        x, h0, c0 = self._dense_working(input, hx)
+        output, h_n, c_n = self._run_layers(x, h0, c0, _run_direction, self._masks_for_forward(x, training))
+        return self._dense_result(output, (h_n, c_n), unbatched=input.ndim == 2)
+
+    def _forward_packed(self, packed: PackedArrays, hx: Optional[ArrayState], training: bool) -> ArrayResult:
+        data, h0, c0, run = self._packed_working(packed, hx)
+        output, h_n, c_n = self._run_layers(data, h0, c0, run, self._masks_for_forward(data, training))
 
         if packed.unsorted_indices is not None:
             # Final states go back to the caller's order; the output data stays sorted.
@@ -328,6 +559,50 @@ class NumpyLSTM(Adapter):
             h_n, c_n = h_n[:, order], c_n[:, order]
         result = PackedArrays(self._cast(output), packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
         return result, (self._cast(h_n), self._cast(c_n))
+
+    def _backward_dense(
+        self, input: np.ndarray, hx: Optional[ArrayState], cotangents: Mapping[str, np.ndarray], masks: tuple
+    ) -> dict[str, np.ndarray]:
+        # The cotangents arrive in the layout forward returns and go through the same reshaping
+        # as its inputs; the gradients go back through the inverse, like forward's results.
+        unbatched = input.ndim == 2
+        x, h0, c0 = self._dense_working(input, hx)
+        cfg = self.config
+        states = cfg.num_layers * cfg.num_directions
+        lead = (states,) if unbatched else (states, x.shape[1])
+        d_output = self._cotangent(cotangents, "output", input.shape[:-1] + (cfg.num_directions * cfg.output_size,))
+        dh_n = self._cotangent(cotangents, "h_n", lead + (cfg.output_size,))
+        dc_n = self._cotangent(cotangents, "c_n", lead + (cfg.hidden_size,))
+        if unbatched:
+            dh_n, dc_n = dh_n[:, None], dc_n[:, None]
+        grads, d_x, dh0, dc0 = self._backprop_layers(
+            x, h0, c0, _run_direction, masks, self._time_major(d_output, unbatched), dh_n, dc_n
+        )
+        d_input, d_hx = self._dense_result(d_x, (dh0, dc0), unbatched)
+        return self._gradients(grads, d_input, d_hx if hx is not None else None)
+
+    def _backward_packed(
+        self, packed: PackedArrays, hx: Optional[ArrayState], cotangents: Mapping[str, np.ndarray], masks: tuple
+    ) -> dict[str, np.ndarray]:
+        data, h0, c0, run = self._packed_working(packed, hx)
+        cfg = self.config
+        lead = (cfg.num_layers * cfg.num_directions, h0.shape[1])
+        # The output's gradient is in the packed (sorted) row order the output data has.
+        d_output = self._cotangent(cotangents, "output", (data.shape[0], cfg.num_directions * cfg.output_size))
+        dh_n = self._cotangent(cotangents, "h_n", lead + (cfg.output_size,))
+        dc_n = self._cotangent(cotangents, "c_n", lead + (cfg.hidden_size,))
+        if packed.unsorted_indices is not None:
+            # forward took the columns unsorted_indices of the sorted h_n/c_n; their gradients go back
+            # to the columns they were taken from.
+            order = np.asarray(packed.unsorted_indices)
+            dh_n, dc_n = _put_back(dh_n, order), _put_back(dc_n, order)
+        grads, d_data, dh0, dc0 = self._backprop_layers(data, h0, c0, run, masks, d_output, dh_n, dc_n)
+        if hx is not None and packed.sorted_indices is not None:
+            # forward took hx's columns sorted_indices; the gradients return to the caller's order.
+            order = np.asarray(packed.sorted_indices)
+            dh0, dc0 = _put_back(dh0, order), _put_back(dc0, order)
+        d_hx = (self._cast(dh0), self._cast(dc0)) if hx is not None else None
+        return self._gradients(grads, self._cast(d_data), d_hx)
 
     # ------------------------------------------------------------------ shared machinery
 
@@ -343,36 +618,172 @@ class NumpyLSTM(Adapter):
         # Read-only use from here on: nothing writes into these, so the caller's hx is safe.
         return np.asarray(hx[0], dtype=self._compute), np.asarray(hx[1], dtype=self._compute)
 
+    def _masks_for_forward(self, x: np.ndarray, training: bool) -> tuple[np.ndarray, ...]:
+        """The dropout masks of this forward: fresh ones in training mode (remembered for
+        :meth:`backward`), none in eval mode.  ``x`` is the working-layout input."""
+        if not training:
+            return ()
+        masks = self._draw_dropout_masks(x.shape[:-1])
+        self._dropout_masks = masks
+        return masks
+
+    def _draw_dropout_masks(self, positions: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+        """One multiplier per layer output but the last, shaped like that output (``positions`` are
+        its leading dimensions: ``(L, N)`` dense, ``(rows,)`` packed); empty when no dropout applies.
+
+        Dropout sits between layers only: never on the last layer's output, and h_n/c_n are the
+        pre-dropout states.
+        """
+        cfg = self.config
+        p = cfg.dropout if cfg.num_layers > 1 else 0.0
+        if p <= 0.0:
+            return ()
+        rng = np.random.default_rng()
+        shape = positions + (cfg.num_directions * cfg.output_size,)
+        return tuple(_dropout_mask(shape, p, rng, self._compute) for _ in range(cfg.num_layers - 1))
+
+    def _masks_for_backward(self, training: bool) -> tuple[np.ndarray, ...]:
+        """The masks :meth:`backward` differentiates under: those of the latest training forward."""
+        cfg = self.config
+        if not training or cfg.num_layers == 1 or cfg.dropout <= 0.0:
+            return ()  # without dropout between layers, training mode computes what eval mode does
+        if self._dropout_masks is None:
+            raise ValueError(
+                "backward(training=True) is the derivative of the most recent forward(training=True) on the "
+                "same arguments, under the dropout masks it drew, and no training forward has run on this "
+                "instance: call forward(input, hx, training=True) first"
+            )
+        return self._dropout_masks
+
+    def _cotangent(self, cotangents: Mapping[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """``cotangents[name]`` in the compute dtype, checked against ``shape`` (the result's); zeros if absent."""
+        value = cotangents.get(name)
+        if value is None:
+            return np.zeros(shape, dtype=self._compute)
+        if isinstance(value, PackedArrays):
+            value = value.data
+        value = np.asarray(_as_array(value, f"the cotangent of {name}"), dtype=self._compute)
+        if value.shape != shape:
+            raise ValueError(f"the cotangent of {name} must be shaped as forward returns {name}, "
+                             f"{shape}, got {value.shape}")
+        return value
+
     def _run_layers(
-        self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, run: _DirectionRunner, training: bool
+        self,
+        x: np.ndarray,
+        h0: np.ndarray,
+        c0: np.ndarray,
+        run: _DirectionRunner,
+        masks: Sequence[np.ndarray] = (),
+        tapes: Optional[list] = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stack the layers; ``run`` runs one direction (dense or packed) of one layer.
 
         ``x`` is ``(L, N, F)`` or packed ``(rows, F)``; the layer output keeps that layout with
-        ``D * Hout`` features, forward direction first.  Returns ``(output, h_n, c_n)``.
+        ``D * Hout`` features, forward direction first.  ``masks`` are the dropout multipliers of
+        the layer outputs but the last (empty: no dropout).  Returns ``(output, h_n, c_n)``.  With
+        ``tapes`` (a list), appends per layer ``(layer_input, [tape of each direction])`` for the
+        backward pass.
         """
         cfg = self.config
         directions = cfg.num_directions
-        p = cfg.dropout if training and cfg.num_layers > 1 else 0.0
-        rng = np.random.default_rng() if p > 0.0 else None
         h_n, c_n = np.empty_like(h0), np.empty_like(c0)
         layer_input = x
         for layer, layer_weights in enumerate(self._layers):
-            outputs = []
+            outputs, layer_tapes = [], []
             for direction, w in enumerate(layer_weights):
                 # h0/c0/h_n/c_n index = layer * D + direction (view(num_layers, D, N, .)).
                 index = layer * directions + direction
+                tape = None if tapes is None else []
                 out, h_n[index], c_n[index] = run(
-                    _input_projection(layer_input, w), h0[index], c0[index], w, direction == 1
+                    _input_projection(layer_input, w), h0[index], c0[index], w, direction == 1, tape
                 )
                 outputs.append(out)
+                layer_tapes.append(tape)
+            if tapes is not None:
+                tapes.append((layer_input, layer_tapes))
             layer_input = np.concatenate(outputs, axis=-1) if directions == 2 else outputs[0]
             # Dropout sits between layers only: never on the last layer's output, and h_n/c_n
             # (saved above) are the pre-dropout states.
-            if rng is not None and layer < cfg.num_layers - 1:
-                layer_input = _dropout(layer_input, p, rng)
+            if masks and layer < cfg.num_layers - 1:
+                layer_input = layer_input * masks[layer]
         return layer_input, h_n, c_n
+
+    def _backprop_layers(
+        self,
+        x: np.ndarray,
+        h0: np.ndarray,
+        c0: np.ndarray,
+        run: _DirectionRunner,
+        masks: Sequence[np.ndarray],
+        d_output: np.ndarray,
+        dh_n: np.ndarray,
+        dc_n: np.ndarray,
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+        """Backpropagation through the stacked layers, in the working layout and compute dtype:
+        returns ``(parameter gradients by name, d_x, dh0, dc0)``.
+
+        Reruns the forward with a tape, then takes the layers last to first.  The last layer's output
+        gradient is ``d_output``; every other layer's is the next layer's input gradient times the
+        dropout mask forward applied there (the mask is the derivative of the multiplication).  Each
+        direction takes its own ``Hout`` features of that gradient, and the input gradients of the
+        two directions add, since both read the same layer input.  h_n/c_n's gradient enters each
+        (layer, direction) at its own final state, as forward saved it before dropout.
+        """
+        cfg = self.config
+        positions = x.shape[:-1] + (cfg.num_directions * cfg.output_size,)
+        for mask in masks:
+            if mask.shape != positions:
+                raise ValueError(
+                    "backward(training=True) must get the arguments of the most recent forward(training=True): "
+                    f"its dropout masks are for layer outputs of shape {mask.shape}, these arguments give {positions}"
+                )
+        tapes: list = []
+        self._run_layers(x, h0, c0, run, masks, tapes)
+        grads: dict[str, np.ndarray] = {}
+        dh0, dc0 = np.empty_like(h0), np.empty_like(c0)
+        hout = cfg.output_size
+        d_layer_output = d_output
+        for layer in reversed(range(cfg.num_layers)):
+            layer_input, layer_tapes = tapes[layer]
+            d_layer_input = np.zeros_like(layer_input)
+            for direction, w in enumerate(self._layers[layer]):
+                index = layer * cfg.num_directions + direction
+                direction_grads = _DirectionGrads.zeros_like(w)
+                d_projected, dh0[index], dc0[index] = _backprop_direction(
+                    layer_tapes[direction],
+                    d_layer_output[..., direction * hout : (direction + 1) * hout],
+                    dh_n[index],
+                    dc_n[index],
+                    w,
+                    direction_grads,
+                )
+                d_layer_input += _input_projection_backward(d_projected, layer_input, w, direction_grads)
+                grads.update(direction_grads.named(layer, ("", "_reverse")[direction]))
+            if masks and layer > 0:
+                d_layer_input = d_layer_input * masks[layer - 1]
+            d_layer_output = d_layer_input
+        return grads, d_layer_output, dh0, dc0
+
+    def _gradients(
+        self, grads: Mapping[str, np.ndarray], d_input: np.ndarray, d_hx: Optional[tuple[np.ndarray, ...]]
+    ) -> dict[str, np.ndarray]:
+        """The result of :meth:`backward`: input, then h0/c0 when hx was given, then the parameters in
+        torch's order, all in the config's dtype (``d_input`` and ``d_hx`` are cast already)."""
+        result = {"input": d_input}
+        if d_hx is not None:
+            result["h0"], result["c0"] = d_hx
+        result.update({name: self._cast(grads[name]) for name in self.config.weight_names()})
+        return result
 
     def _cast(self, array: np.ndarray) -> np.ndarray:
         """Results go back to the config's dtype (a no-op unless compute_dtype differs)."""
         return array.astype(self.dtype, copy=False)
+
+
+def _put_back(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """The derivative of taking the batch columns ``order`` (a permutation), ``taken = a[:, order]``:
+    ``taken``'s gradient goes back to the columns it came from."""
+    result = np.empty_like(values)
+    result[:, order] = values
+    return result

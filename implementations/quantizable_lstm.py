@@ -14,6 +14,12 @@ num_layers, bias, batch_first, dropout, bidirectional, dtype``) and loaded with 
 Inputs and ``(h0, c0)`` are handed over as torch tensors in torch's own layout and structure
 (whatever the caller passed), so the port's own checks are what is tested.
 
+Gradients (``Capabilities(gradients=True)``): the port is torch code, so :meth:`QuantizableLSTM.backward`
+runs the call again (the same ``_run`` as :meth:`QuantizableLSTM.forward`; deterministic, since the port
+applies no dropout) with the input and states as tensors that require grad, and takes
+``torch.autograd.grad`` with respect to them and to the port's own parameters, named back by the
+mapping above.
+
 What it lacks: ``proj_size``, PackedSequence input and unbatched (2-D) input (its ``forward``
 takes a dense 3-D tensor only), and dropout (the ``dropout`` argument is accepted and ignored,
 with a warning).
@@ -29,36 +35,62 @@ still there:
   layers from the float weights' shapes).  Single-layer bidirectional models work.
 * without ``hx`` the port creates float32 zero states whatever the model's dtype
   (``torch.zeros(..., dtype=torch.float)`` in ``forward``), so a float64 model called without
-  ``hx`` raises ``mat1 and mat2 must have the same dtype``.  With an explicit ``hx`` float64 works.
+  ``hx`` raises ``mat1 and mat2 must have the same dtype`` (in the forward and gradient tests alike).
+  With an explicit ``hx`` float64 works.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Optional
 
 import numpy as np
 import torch
 from torch.ao.nn import quantizable
 
-from conformance.adapters import Adapter, ArrayInput, ArrayResult, Capabilities
+from conformance.adapters import Adapter, ArrayInput, ArrayResult, ArrayState, Capabilities
 from conformance.arrays import LSTMConfig
 
 __all__ = ["QuantizableLSTM"]
 
+#: The port's parameter names (``layers.{k}.layer_fw.cell.igates.weight``, ...) -> torch's.
+_NAME = re.compile(r"^layers\.(\d+)\.layer_(fw|bw)\.cell\.(igates|hgates)\.(weight|bias)$")
 
-def _to_torch(value: Any) -> Any:
-    """NumPy arrays as tensors, keeping tuples/lists (and anything else) as the caller built them."""
+
+def _torch_name(name: str) -> str:
+    layer, direction, gates, attribute = _NAME.match(name).groups()
+    return f"{attribute}_{'ih' if gates == 'igates' else 'hh'}_l{layer}{'_reverse' if direction == 'bw' else ''}"
+
+
+def _to_torch(value: Any, leaves: bool = False) -> Any:
+    """NumPy arrays as tensors, keeping tuples/lists (and anything else) as the caller built them.  With
+    ``leaves``, floating-point tensors are copies that require grad, for backward() to differentiate."""
     if isinstance(value, np.ndarray):
-        return torch.from_numpy(value)
+        tensor = torch.from_numpy(value)
+        if leaves and tensor.is_floating_point():
+            tensor = tensor.detach().clone().requires_grad_(True)
+        return tensor
     if isinstance(value, (tuple, list)):
-        return type(value)(_to_torch(v) for v in value)
+        return type(value)(_to_torch(v, leaves) for v in value)
     return value
+
+
+@dataclass
+class _Run:
+    """One call of the port: the tensors it was given (the input, and hx as the caller built it) and its results."""
+
+    input: Any
+    hx: Any
+    output: torch.Tensor
+    h_n: torch.Tensor
+    c_n: torch.Tensor
 
 
 class QuantizableLSTM(Adapter):
     """torch.nn.LSTM checked against torch.ao.nn.quantizable.LSTM in floating point."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(errors="raises").without(
+    capabilities: ClassVar[Capabilities] = Capabilities(errors="raises", gradients=True).without(
         "proj_size", "packed", "packed_unsorted", "unbatched", "dropout")
     expected_failures = "expected/torch-quantizable.txt"
 
@@ -81,9 +113,39 @@ class QuantizableLSTM(Adapter):
                         state[f"{cell}.{gates}.{attribute}"] = torch.tensor(self.weights[torch_name])
         self.module.load_state_dict(state, strict=True)
 
-    def forward(self, input: ArrayInput, hx: Optional[object], *, training: bool) -> ArrayResult:
+    def _run(self, input: ArrayInput, hx: Optional[object], training: bool, requires_grad: bool = False) -> _Run:
+        """One call of the port; with ``requires_grad`` the input and states are leaves that require grad,
+        else it runs under ``torch.no_grad()``."""
         self.module.train(training)
-        args = (_to_torch(input),) if hx is None else (_to_torch(input), _to_torch(hx))
-        with torch.no_grad():
+        x, state = _to_torch(input, requires_grad), _to_torch(hx, requires_grad)
+        args = (x,) if hx is None else (x, state)
+        with torch.enable_grad() if requires_grad else torch.no_grad():
             output, (h_n, c_n) = self.module(*args)
-        return output.numpy(), (h_n.numpy(), c_n.numpy())
+        return _Run(x, state, output, h_n, c_n)
+
+    def forward(self, input: ArrayInput, hx: Optional[object], *, training: bool) -> ArrayResult:
+        run = self._run(input, hx, training)
+        return run.output.numpy(), (run.h_n.numpy(), run.c_n.numpy())
+
+    def backward(self, input: ArrayInput, hx: Optional[ArrayState], cotangents: Mapping[str, np.ndarray], *,
+                 training: bool) -> dict[str, np.ndarray]:
+        """The vector-Jacobian product by ``torch.autograd.grad`` through the port's own ``nn.Linear`` gates and
+        time loop: the call is run again (it is deterministic: the port applies no dropout) with the input and
+        states requiring grad, and differentiated with respect to them and to the gates' parameters, which
+        are named back as torch's (``igates`` are ``weight_ih`` / ``bias_ih``, ``hgates`` the ``_hh`` ones,
+        ``layer_bw`` the ``_reverse`` ones).  Inputs and results are in torch's own layout: nothing is laid out."""
+        run = self._run(input, hx, training, requires_grad=True)
+        outputs, grads = [], []
+        for name, tensor in (("output", run.output), ("h_n", run.h_n), ("c_n", run.c_n)):
+            if cotangents.get(name) is not None:
+                outputs.append(tensor)
+                grads.append(torch.as_tensor(np.ascontiguousarray(cotangents[name]), dtype=tensor.dtype))
+        names = ["input"] + (["h0", "c0"] if hx is not None else [])
+        wrt = [run.input] + (list(run.hx[:2]) if hx is not None else [])
+        for name, parameter in self.module.named_parameters():
+            names.append(_torch_name(name))
+            wrt.append(parameter)
+        found = torch.autograd.grad(outputs, wrt, grads, allow_unused=True) if outputs else [None] * len(wrt)
+        # A tensor the loss does not reach (a layer above the one a loss on its states uses) has zero gradient.
+        return {name: (torch.zeros_like(tensor) if g is None else g).detach().numpy()
+                for name, tensor, g in zip(names, wrt, found)}

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.ports.adapters import ADAPTER_GRADIENTS_CATALOGUE
 from tests.ports.broken import CATALOGUE, CORRECT
 from tests.ports.broken_errors import ERROR_CATALOGUE
 from tests.test_diagnosis import DIAGNOSES
+from tests.test_gradients import GRADIENT_DIAGNOSES
 
 BROKEN = {name: f"tests.ports.broken:{cls.__name__}" for name, cls in CATALOGUE.items()}
 BROKEN.update({name: f"tests.ports.broken_errors:{cls.__name__}" for name, cls in ERROR_CATALOGUE.items()})
@@ -19,6 +21,7 @@ BROKEN.update({
     "adapter-swapped-states": "tests.ports.adapters:SwappedStatesAdapter",
     "adapter-list-result": "tests.ports.adapters:ListResultAdapter",
     "unchecked-packing": "tests.ports.packing:UncheckedPacking",
+    **{name: f"tests.ports.adapters:{cls.__name__}" for name, cls in ADAPTER_GRADIENTS_CATALOGUE.items()},
 })
 GOOD = {name: f"{cls.__module__}:{cls.__name__}" for name, cls in CORRECT.items()}
 GOOD.update({
@@ -43,8 +46,8 @@ def test_broken_port_is_flagged(suite_runner, name: str) -> None:
     assert result.returncode == 1, f"{name} was not flagged:\n{result.stdout[-3000:]}"
     assert "does not match torch.nn.LSTM" in result.stdout, result.stdout[-3000:]
     assert "Reproducer" in result.stdout and "python -m conformance.reproduce " in result.stdout
-    if name in DIAGNOSES:
-        hint = DIAGNOSES[name][2]
+    hint = DIAGNOSES[name][2] if name in DIAGNOSES else GRADIENT_DIAGNOSES.get(name, (None, None))[1]
+    if hint:
         assert f"[{hint}]" in result.stdout, f"{name}: expected the hint [{hint}]:\n{result.stdout[-6000:]}"
 
 

@@ -38,3 +38,41 @@ class ListResultAdapter(NumpyLSTM):
 
 class NoForward(Adapter):
     """An adapter that forgot to implement forward()."""
+
+
+# ---------------------------------------------------------------------------- gradients
+
+
+class BackwardOmitsBiasHh(NumpyLSTM):
+    """The backward of a single-bias kernel returns its bias gradient as bias_ih only: bias_hh, which torch trains too, gets none."""
+
+    def backward(self, input, hx, cotangents, *, training):
+        grads = super().backward(input, hx, cotangents, training=training)
+        return {name: g for name, g in grads.items() if not name.startswith("bias_hh")}
+
+
+class BackwardWithoutDropoutMask(NumpyLSTM):
+    """The backward differentiates the model as in eval mode (a VJP of the function without its dropout), not under the mask the training forward applied."""
+
+    def _masks_for_backward(self, training):
+        return ()
+
+
+class BackwardStatesInSortedOrder(NumpyLSTM):
+    """For an unsorted packed batch the backward returns h0's and c0's gradients in the sorted order it computed them in, not the caller's batch order."""
+
+    def backward(self, input, hx, cotangents, *, training):
+        grads = super().backward(input, hx, cotangents, training=training)
+        order = getattr(input, "sorted_indices", None)
+        if order is not None and "h0" in grads:
+            order = np.asarray(order)
+            grads["h0"], grads["c0"] = grads["h0"][:, order], grads["c0"][:, order]
+        return grads
+
+
+#: Adapters whose forward is exact and whose backward() is wrong: only the gradient tests flag them.
+ADAPTER_GRADIENTS_CATALOGUE: dict[str, type] = {
+    "backward-omits-bias-hh": BackwardOmitsBiasHh,
+    "backward-without-dropout-mask": BackwardWithoutDropoutMask,
+    "backward-states-in-sorted-order": BackwardStatesInSortedOrder,
+}
