@@ -99,7 +99,11 @@ when (:func:`gradient_tolerance`)::
   relative to the others, and a correct port that computes a gate (or its derivative) to absolute
   rather than relative precision, as the forward allows, gives it an error of eps relative to the
   gradients it is made from, not to itself (a sigmoid as 0.5 + 0.5 * tanh(x / 2) gave an h0 gradient of
-  8.6e-9, 10 % off, after 288 steps of x at 1e4, with torch 2e-13 off).
+  8.6e-9, 10 % off, after 288 steps of x at 1e4, with torch 2e-13 off).  Beyond unit scale every
+  gradient of a loss can vanish at once (one step of x at 1e4, no h0: each goes through a saturated
+  gate); there ``largest`` is at least what a gradient would be with every gate derivative at 1, its
+  absolute precision: the largest cotangent times the largest input value and the largest weight
+  (``conformance.gradients``; that sigmoid gave 9.6e-14 on a float64 weight gradient of 2e-11 there).
 * ``GROWTH`` times torch's own error, and, beyond unit scale, the sensitivity (the oracle's gradient on
   data moved by rounding's size, as for values): as for values.  NaN and +-inf by position, as above.
 

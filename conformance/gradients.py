@@ -517,6 +517,8 @@ def _judge(case: Case, grads: Gradients, args: tuple, order: list[str], call: in
     problems = []
     dtype = case.config.dtype
     largest = gradient_scale(grads.oracle.values())
+    if grads.perturbed is not None:  # beyond unit scale: see _saturated_scale
+        largest = max(largest, _saturated_scale(grads, args))
     for name in order:
         if name not in grads.oracle and name not in grads.candidate:
             continue
@@ -565,6 +567,25 @@ def _judge(case: Case, grads: Gradients, args: tuple, order: list[str], call: in
         problems.append(Problem("gradient", detail, mismatch=mismatch, tensor=name, call=call,
                                 rule="gradient-values", region=grads.loss))
     return problems
+
+
+def _saturated_scale(grads: Gradients, args: tuple) -> float:
+    """How large a gradient of this loss would be with every gate derivative at 1, its absolute
+    precision: the largest cotangent times the largest input (or state) value and the largest weight
+    (each at least 1).  Beyond unit scale the gates saturate, every derivative through them vanishes,
+    and a correct port that computes a gate derivative to absolute precision (as the forward allows a
+    gate to be computed) is off by eps of this, not of the vanished gradients."""
+    import torch
+    from torch.nn.utils.rnn import PackedSequence
+
+    def largest(values: Any) -> float:
+        arrays = [v.detach().double().numpy() if isinstance(v, torch.Tensor) else v for v in values]
+        return gradient_scale(arrays)
+
+    x = args[0].data if isinstance(args[0], PackedSequence) else args[0]
+    states = list(args[1]) if len(args) > 1 and args[1] is not None else []
+    cotangents = largest((grads.cotangents or {}).values())
+    return cotangents * max(1.0, largest([x, *states])) * max(1.0, largest((grads.state or {}).values()))
 
 
 def _status(torch_run: _Run, mine: _Run) -> list[Problem]:
