@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,6 +153,17 @@ def _session_members(sid: int) -> list[int]:
     return members
 
 
+def _session_listing(sid: int) -> str:
+    """``ps``'s view of a session's processes, and where each waits in the kernel (for a run that hangs)."""
+    listing = subprocess.run(["ps", "-o", "pid,ppid,stat,etime,time,wchan:24,args", "-s", str(sid)],
+                             capture_output=True, text=True).stdout
+    if shutil.which("py-spy"):
+        for pid in _session_members(sid):
+            listing += subprocess.run(["py-spy", "dump", "--pid", str(pid)], capture_output=True, text=True,
+                                      timeout=60).stdout
+    return listing
+
+
 def _stop_a_run(tmp_path: Path, signum: int) -> tuple[int, str, str]:
     """Start a ``-n 2`` run in a session of its own, send ``signum`` to its process group once the first
     tests have passed (workers busy in the middle of the run), and wait for it: (exit code, stdout,
@@ -173,7 +185,12 @@ def _stop_a_run(tmp_path: Path, signum: int) -> tuple[int, str, str]:
             time.sleep(0.2)
         assert process.poll() is None, out.read_text()[-2000:]
         os.killpg(process.pid, signum)
-        process.wait(timeout=60)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the run did not end within 60 s of the signal; its processes:\n"
+                                 f"{_session_listing(process.pid)}\nstdout: {out.read_text()[-2000:]}\n"
+                                 f"stderr: {err.read_text()[-2000:]}") from None
     finally:
         if process.poll() is None:
             os.killpg(process.pid, 9)
