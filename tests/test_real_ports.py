@@ -344,7 +344,7 @@ print("returned", output.shape)
 
 # ----------------------------------------------------------------------------- gradients
 #: The adapters whose backward() is checked here (those that declare gradients).
-GRADIENT_PORTS = ["keras", "paddle", "torch-quantizable"]
+GRADIENT_PORTS = ["flax", "keras", "paddle", "torch-quantizable"]
 
 
 def _gradient_cases(caps: Capabilities, name: str) -> list[Case]:
