@@ -13,6 +13,7 @@ from typing import ClassVar, Mapping, Optional, Union
 import numpy as np
 
 from .arrays import LSTMConfig, PackedArrays
+from .dtypes import DTYPES
 
 __all__ = ["Adapter", "Capabilities", "FEATURES", "ERROR_STRICTNESS", "ArrayInput", "ArrayState", "ArrayResult"]
 
@@ -48,7 +49,7 @@ class Capabilities:
     """What a port supports.  The defaults declare everything torch supports."""
 
     features: frozenset[str] = field(default_factory=lambda: frozenset(FEATURES))
-    dtypes: frozenset[str] = frozenset({"float32", "float64"})
+    dtypes: frozenset[str] = frozenset(DTYPES)
     errors: str = "raises"
     #: Whether the port's gradients are checked against torch's (``conformance.gradients``).  ``None``:
     #: the kind's default, yes for a drop-in (torch's autograd runs through it) and no for an adapter,
@@ -65,6 +66,9 @@ class Capabilities:
         unknown = set(self.features) - set(FEATURES)
         if unknown:
             raise ValueError(f"unknown features {sorted(unknown)}; known: {sorted(FEATURES)}")
+        strange = set(self.dtypes) - set(DTYPES)
+        if strange:
+            raise ValueError(f"unknown dtypes {sorted(strange)}; known: {', '.join(DTYPES)}")
         if self.errors not in ERROR_STRICTNESS:
             raise ValueError(f"errors must be one of {ERROR_STRICTNESS}, got {self.errors!r}")
         for name in ("gradients", "double_backward"):

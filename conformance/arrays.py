@@ -19,7 +19,8 @@ __all__ = ["LSTMConfig", "PackedArrays", "packed_to_padded", "padded_to_packed"]
 
 @dataclass(frozen=True)
 class LSTMConfig:
-    """The arguments ``torch.nn.LSTM`` was built with; ``dtype`` is ``"float32"`` or ``"float64"``."""
+    """The arguments ``torch.nn.LSTM`` was built with; ``dtype`` is ``"float32"``, ``"float64"``, ``"float16"`` or
+    ``"bfloat16"`` (see :mod:`conformance.dtypes` for the arrays of each)."""
 
     input_size: int
     hidden_size: int

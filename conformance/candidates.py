@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 from .adapters import Adapter, Capabilities
 from .arrays import LSTMConfig, PackedArrays
 from .case import call_arguments
+from .dtypes import to_numpy
 from .outcome import Outcome, from_arrays, from_torch
 from .timing import timed  # lstm-conformance bench times the forward call only
 
@@ -64,7 +65,7 @@ class Candidate:
             if state_dict is not None:
                 module.load_state_dict(state_dict)
             return module
-        weights = {name: t.detach().numpy().copy() for name, t in (state_dict or {}).items()}
+        weights = {name: to_numpy(t).copy() for name, t in (state_dict or {}).items()}
         return self.target(config, weights)
 
     def call(self, instance: Any, args: tuple, training: bool, form: str = "positional") -> Any:
@@ -126,9 +127,9 @@ def _to_arrays(value: Any) -> Any:
     from torch.nn.utils.rnn import PackedSequence
 
     if isinstance(value, PackedSequence):
-        return PackedArrays(*(None if t is None else t.detach().numpy() for t in value))
+        return PackedArrays(*(None if t is None else to_numpy(t) for t in value))
     if isinstance(value, torch.Tensor):
-        return value.detach().numpy()
+        return to_numpy(value)
     if isinstance(value, (tuple, list)):
         return tuple(_to_arrays(v) for v in value)
     return value

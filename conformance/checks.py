@@ -15,7 +15,8 @@ import numpy as np
 from . import dropout
 from .candidates import Candidate, CandidateError
 from .case import Case, PackingCall
-from .compare import case_scale, cell_magnitude, compare_values, tolerance
+from .compare import Tolerance, case_scale, cell_magnitude, compare_values, held_in, tolerance
+from .dtypes import to_numpy
 from .errors import (NOT_RUN_UNSTABLE, CallRecord, judge_error, judge_warnings, python_warnings, record_packing,
                      unstable)
 from .isolation import DEFAULT_TIMEOUT, run_isolated
@@ -23,7 +24,7 @@ from .outcome import Outcome, StructureError
 from .reference import Expected, copy_args, expected_for
 from .verdict import ConformanceFailure, Note, Problem, call_form
 
-__all__ = ["ConformanceFailure", "Problem", "Runner", "check_forward", "check_error", "check_packing_error",
+__all__ = ["ConformanceFailure", "Problem", "Runner", "check_forward", "check_error", "check_packing_error", "judged",
            "run_gradients"]
 
 
@@ -57,7 +58,7 @@ def _parameters(instance: Any) -> dict:
     state = getattr(instance, "state_dict", None)
     if callable(state):
         try:
-            return {k: v.detach().numpy().copy() for k, v in state().items()}
+            return {k: to_numpy(v).copy() for k, v in state().items()}
         except Exception:
             return {}
     weights = getattr(instance, "weights", None)
@@ -103,12 +104,8 @@ def _compare(case: Case, expected: Expected, got: Outcome, call: int = 1,
             continue  # a random dropout mask reaches the output: judged by recovering the masks, below
         else:
             sel, region = slice(0, directions), "layer 0"  # layer 0's states are computed before any dropout
-        # a case beyond unit scale: its own scale and its sensitivity to rounding (conformance.compare)
-        perturbed = None if expected.perturbed is None else expected.perturbed.parts()[name][sel]
-        scale = 1.0 if perturbed is None else case_scale(expected)
-        cell = cell_magnitude([expected.args[1][1].detach() if len(expected.args) > 1 else None, oracle.c_n])
-        tol = tolerance(case.config.dtype, ref.parts()[name][sel], oracle.parts()[name][sel], scale, perturbed, cell)
-        mismatch = compare_values(name, mine[sel], oracle.parts()[name][sel], tol)
+        theirs, truth, tol = judged(case, expected, name, sel)
+        mismatch = compare_values(name, mine[sel], truth, tol, reference=theirs)
         if mismatch is not None:
             problems.append(Problem("values", mismatch=mismatch, tensor=name, call=call, region=region))
     if not case.deterministic and not problems:
@@ -118,6 +115,18 @@ def _compare(case: Case, expected: Expected, got: Outcome, call: int = 1,
             if recovered is not None:
                 recovered.append(recovery)
     return problems
+
+
+def judged(case: Case, expected: Expected, name: str, sel: Any = slice(None)) -> tuple[np.ndarray, np.ndarray, Tolerance]:
+    """What one result (``name``: output, h_n or c_n; ``sel`` of its rows) of a port is judged against:
+    torch's result, the oracle as the case's dtype holds it, and the tolerance (:mod:`conformance.compare`)."""
+    # a case beyond unit scale: its own scale and its sensitivity to rounding (conformance.compare)
+    perturbed = None if expected.perturbed is None else expected.perturbed.parts()[name][sel]
+    scale = 1.0 if perturbed is None else case_scale(expected)
+    cell = cell_magnitude([expected.args[1][1].detach().double() if len(expected.args) > 1 else None,
+                           expected.oracle.c_n])
+    theirs, truth = expected.reference.parts()[name][sel], held_in(expected.oracle.parts()[name][sel], case.config.dtype)
+    return theirs, truth, tolerance(case.config.dtype, theirs, truth, scale, perturbed, cell)
 
 
 def _modes(case: Case, repeat: Any) -> tuple[bool, ...]:

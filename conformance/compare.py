@@ -129,19 +129,51 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-__all__ = ["GROWTH", "Mismatch", "Tolerance", "case_scale", "cell_magnitude", "compare_values", "floor",
-           "gradient_scale", "gradient_tolerance", "tolerance", "value_scale", "within"]
+from . import dtypes
 
-EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
-TINY = {"float32": 16 * float(np.finfo(np.float32).tiny), "float64": 16 * float(np.finfo(np.float64).tiny)}
+__all__ = ["GROWTH", "HALF_GROWTH", "Mismatch", "Tolerance", "case_scale", "cell_magnitude", "compare_values",
+           "floor", "gradient_scale", "gradient_tolerance", "growth", "held_in", "perturbation", "tolerance",
+           "value_scale", "within"]
+
+EPS = {name: dtypes.eps(name) for name in dtypes.DTYPES}
+#: The smallest absolute tolerance: 16 times the dtype's smallest normal number, except float16, whose
+#: smallest normal number (6.1e-5) is already within a few hundred eps of 1.
+TINY = {name: (1 if name == "float16" else 16) * dtypes.smallest_normal(name) for name in dtypes.DTYPES}
 GROWTH = 8.0
+HALF_GROWTH = 4.0
+#: The floor of a half-precision dtype, in its eps.
+HALF_FLOOR = 2
 
 
 def floor(dtype: str) -> float:
     """The smallest absolute and relative tolerance for a dtype (see the module docstring)."""
     if dtype == "float64":
         return math.sqrt(EPS["float32"] * EPS["float64"])
+    if dtype in dtypes.HALF:
+        return HALF_FLOOR * EPS[dtype]
     return 16 * EPS["float32"]
+
+
+def growth(dtype: str) -> float:
+    """How many times torch's own error (and the case's sensitivity) a port may be off."""
+    return HALF_GROWTH if dtype in dtypes.HALF else GROWTH
+
+
+def perturbation(dtype: str) -> float:
+    """How far the sensitivity measurement moves each input and weight, relative: 16 eps of the dtype,
+    the floor of a half-precision one (16 eps of bfloat16 would be an eighth of each value)."""
+    return floor(dtype) if dtype in dtypes.HALF else 16 * EPS[dtype]
+
+
+def held_in(oracle: np.ndarray, dtype: str) -> np.ndarray:
+    """The oracle as the dtype can hold it: a finite value past the dtype's range becomes the infinity
+    rounding to the dtype gives (float16 overflows past 65504); every other value is kept as it is."""
+    o = np.asarray(oracle, dtype=np.float64)
+    if dtype == "float64":
+        return o
+    with np.errstate(over="ignore", invalid="ignore"):
+        rounded = o.astype(dtypes.numpy_dtype(dtype)).astype(np.float64)
+    return np.where(np.isinf(rounded) & np.isfinite(o), rounded, o)
 
 
 @dataclass(frozen=True)
@@ -191,9 +223,8 @@ def tolerance(dtype: str, reference: np.ndarray, oracle: np.ndarray, scale: floa
     rounding: how far that moves it, or eps times ``cell`` (see :func:`cell_magnitude`), whichever is
     larger; ``scale`` (see :func:`value_scale`) shrinks the floor for a case whose every value is tiny."""
     torch_error = _max_abs(reference, oracle)
-    sensitivity = 0.0 if perturbed is None else max(_max_abs(perturbed, oracle), EPS.get(dtype, EPS["float32"]) * cell)
-    tiny = TINY.get(dtype, TINY["float32"])
-    atol = max(floor(dtype) * scale, GROWTH * torch_error, GROWTH * sensitivity, tiny)
+    sensitivity = 0.0 if perturbed is None else max(_max_abs(perturbed, oracle), EPS[dtype] * cell)
+    atol = max(floor(dtype) * scale, growth(dtype) * torch_error, growth(dtype) * sensitivity, TINY[dtype])
     return Tolerance(atol, floor(dtype), torch_error, sensitivity)
 
 
@@ -224,9 +255,8 @@ def gradient_tolerance(dtype: str, reference: np.ndarray, oracle: np.ndarray,
     torch_error = _max_abs(reference, oracle)
     sensitivity = 0.0 if perturbed is None else _max_abs(perturbed, oracle)
     scale = gradient_scale([oracle])
-    eps = EPS.get(dtype, EPS["float32"])
-    atol = max(floor(dtype) * scale, eps * case_scale, GROWTH * torch_error, GROWTH * sensitivity,
-               TINY.get(dtype, TINY["float32"]))
+    atol = max(floor(dtype) * scale, EPS[dtype] * case_scale, growth(dtype) * torch_error,
+               growth(dtype) * sensitivity, TINY[dtype])
     return Tolerance(atol, floor(dtype), torch_error, sensitivity)
 
 
@@ -252,21 +282,30 @@ class Mismatch:
     special: str = ""  # where NaN or inf differ from the oracle's, in words ("" when they agree)
 
 
-def within(actual: np.ndarray, oracle: np.ndarray, tol: Tolerance) -> np.ndarray:
+def within(actual: np.ndarray, oracle: np.ndarray, tol: Tolerance,
+           reference: Optional[np.ndarray] = None) -> np.ndarray:
     """Element-wise: is each element of ``actual`` within ``tol`` of the oracle?
 
-    NaN and inf must be where the oracle has them (the same infinity); see the module docstring."""
+    NaN and inf must be where the oracle has them (the same infinity); see the module docstring.  With
+    torch's own result (``reference``), an element where torch returns NaN or inf also passes when it is
+    torch's value there: a port may overflow where torch does."""
     a = np.asarray(actual, dtype=np.float64)
     o = np.asarray(oracle, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         close = np.abs(a - o) <= tol.atol + tol.rtol * np.abs(o)  # False for any NaN or inf in a
         same_special = (a == o) | (np.isnan(a) & np.isnan(o))
-    return np.where(np.isfinite(o), close, same_special)
+        ok = np.where(np.isfinite(o), close, same_special)
+        if reference is not None:
+            r = np.asarray(reference, dtype=np.float64)
+            ok |= ~np.isfinite(r) & ((a == r) | (np.isnan(a) & np.isnan(r)))
+    return ok
 
 
-def compare_values(name: str, actual: np.ndarray, oracle: np.ndarray, tol: Tolerance) -> Optional[Mismatch]:
-    """Compare same-shaped arrays element-wise; ``None`` when every element is within tolerance."""
-    ok = within(actual, oracle, tol)
+def compare_values(name: str, actual: np.ndarray, oracle: np.ndarray, tol: Tolerance,
+                   reference: Optional[np.ndarray] = None) -> Optional[Mismatch]:
+    """Compare same-shaped arrays element-wise; ``None`` when every element is within tolerance
+    (:func:`within`, with torch's ``reference`` where it is given)."""
+    ok = within(actual, oracle, tol, reference)
     bad = ~ok
     if not bad.any():
         return None

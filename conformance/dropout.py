@@ -73,7 +73,7 @@ from .case import Call, Case
 from .compare import Tolerance, compare_values, tolerance, value_scale, within
 from .localise import state_rows, time_major
 from .outcome import Outcome
-from .reference import Expected
+from .reference import Expected, jiggler
 from .verdict import Problem
 
 __all__ = ["DROPPED", "FALSE_ALARM", "KEPT", "MAX_BITS", "MAX_LANES", "MAX_SURVIVORS", "PADDING", "STATISTICS_CALLS",
@@ -240,18 +240,9 @@ def _cast(data: tuple, dtype: Any) -> tuple:
 
 
 def _jiggled(data: tuple, dtype: str) -> tuple:
-    """Every weight and input element multiplied by ``1 + PERTURBATION * eps * u``, as the policy's
-    sensitivity measurement moves them (``u`` uniform in [-1, 1] from a fixed seed)."""
-    import torch
-
-    from .reference import PERTURBATION
-
-    size = PERTURBATION * float(np.finfo(dtype).eps)
-    g = torch.Generator().manual_seed(0)
-
-    def jiggle(t: Any) -> Any:
-        return t * (1 + size * (2 * torch.rand(t.shape, generator=g, dtype=torch.float64) - 1))
-
+    """Every weight and input element moved by rounding's size, as the policy's sensitivity measurement
+    moves them (:func:`~conformance.reference.jiggler`)."""
+    jiggle = jiggler(dtype)
     state, *tensors = data
     return ({k: jiggle(v) for k, v in state.items()}, *(jiggle(t) for t in tensors))
 

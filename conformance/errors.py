@@ -8,9 +8,12 @@ torch's versions instead of a hand-kept list of messages:
   (``type``), or any exception (``raises``), as its capabilities declare.
 * **incidental**: raised deep in a kernel, or by an incidental Python operation (``hx[1]`` on a
   one-element tuple).  The candidate must raise too; a different type or message is information.
-* **reference-undefined**: torch accepts a call its documentation rules out, or crashes.  A
-  candidate that raises a clear error passes; so does one that returns a result or crashes, since
-  torch itself may have corrupted its heap on such a call; the case is listed in the summary.
+* **reference-undefined**: torch accepts a call its documentation rules out, or crashes, or its
+  answer depends on the kernels it runs on (a ``c0`` of another dtype than the weights is rejected by
+  oneDNN and promoted by ATen's native kernels, and which of the two a call takes depends on the CPU
+  and the dtype: :func:`record_reference` asks both).  A candidate that raises a clear error passes; so does one that returns a
+  result or crashes, since torch itself may have corrupted its heap on such a call; the case is listed
+  in the summary.
   A candidate that crashes or hangs where torch raises cleanly, or on a valid call, fails.
 
 Warnings torch emits from Python (not the ``Triggered internally at`` ones from C++) must match
@@ -115,12 +118,15 @@ class CallRecord:
     warnings: tuple[tuple[str, str], ...] = ()
     crashed: str = ""
     not_run: str = ""  # why the call was not made (torch on an ``UNSTABLE_PACKED_FAULTS`` case)
+    other_kernels: str = ""  # torch's answer on its native kernels, where it returned there and raised here
 
     def describe(self) -> str:
         if self.crashed:
             return self.crashed
         if self.not_run:
             return f"was not run ({self.not_run})"
+        if self.raised and self.other_kernels:
+            return f"raised {self.raised.describe()}, and {self.other_kernels}"
         return f"raised {self.raised.describe()}" if self.raised else f"returned {self.returned}"
 
 
@@ -191,7 +197,14 @@ def may_corrupt_heap(prepared: Prepared) -> bool:
 
 
 def record_reference(case: Case, prepared: Optional[Prepared] = None) -> CallRecord:
-    """Run torch on a (possibly invalid) case, recording what it raised or returned."""
+    """Run torch on a (possibly invalid) case, recording what it raised or returned.
+
+    Where torch raises from a kernel, the call is made once more on its native kernels (oneDNN off): if
+    torch returns a result there, the record says so (``other_kernels``), and the call is
+    reference-undefined (see the module docstring).  Measured on every fault of the bad-call catalogue:
+    a c0 of another dtype than the weights and packed data with a row more than ``batch_sizes`` count
+    are refused by oneDNN and run by the native kernels.  A call that may corrupt torch's heap
+    (:func:`may_corrupt_heap`) is made once: it runs in a forked child that must not outlive it."""
     prepared = prepared if prepared is not None else prepare(case)
     if prepared.record is not None:
         return prepared.record
@@ -201,8 +214,27 @@ def record_reference(case: Case, prepared: Optional[Prepared] = None) -> CallRec
             with timed("reference"):  # lstm-conformance bench: torch's forward on an invalid call
                 invoke(prepared.model, copy_args(prepared.args), case.call.arguments)
     except Exception as exc:
-        return CallRecord(raised=_raised(exc, "forward", torch_origin(exc)), warnings=prepared.warnings)
+        raised = _raised(exc, "forward", torch_origin(exc))
+        other = _on_native_kernels(prepared) if raised.origin == INCIDENTAL and not may_corrupt_heap(prepared) else ""
+        return CallRecord(raised=raised, warnings=prepared.warnings, other_kernels=other)
     return CallRecord(returned="a result", warnings=prepared.warnings + python_warnings(caught))
+
+
+def _on_native_kernels(prepared: Prepared) -> str:
+    """"" where torch raises on its native kernels too (oneDNN off), or ran there already; else what it did."""
+    import torch
+
+    if not torch.backends.mkldnn.enabled:
+        return ""
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with torch.backends.mkldnn.flags(enabled=False), timed("reference"):
+                invoke(prepared.model, copy_args(prepared.args), prepared.case.call.arguments)
+    except Exception:
+        return ""
+    return "returned a result on its native kernels (oneDNN off)"
 
 
 def record_candidate(candidate: Candidate, case: Case, prepared: Optional[Prepared] = None) -> CallRecord:
@@ -262,7 +294,7 @@ def judge_error(reference: CallRecord, got: CallRecord, strictness: str, what: s
     (``UNSTABLE_PACKED_FAULTS``): reference-undefined.
     """
     ref = reference.raised
-    error_class = UNDEFINED if reference.crashed or ref is None or unstable else ref.origin
+    error_class = UNDEFINED if reference.crashed or ref is None or unstable or reference.other_kernels else ref.origin
     verdict = ErrorVerdict(error_class)
     if error_class == UNDEFINED:
         # torch accepted a call its documentation rules out, or crashed: its own heap may be

@@ -54,9 +54,10 @@ import numpy as np
 
 from .candidates import Candidate, CandidateError
 from .case import Case
-from .compare import Tolerance, compare_values, gradient_scale, gradient_tolerance, within
+from .compare import Tolerance, compare_values, gradient_scale, gradient_tolerance, held_in, within
+from .dtypes import eps, is_floating, to_numpy, to_torch
 from .outcome import StructureError, from_torch
-from .reference import PERTURBATION, Expected, beyond_unit_scale, copy_args, invoke
+from .reference import Expected, beyond_unit_scale, copy_args, invoke, jiggler
 from .timing import timed
 from .verdict import ConformanceFailure, Problem
 
@@ -216,15 +217,14 @@ def _torch_runs(model: Any, args: tuple, case: Case, sensitivity: bool = True) -
 
 
 def _jiggled(model: Any, args: tuple, dtype: str) -> tuple[Any, tuple]:
-    """The float64 model and arguments with every element multiplied by ``1 + PERTURBATION * eps * u``
-    (``u`` uniform in [-1, 1], a fixed seed), as the forward policy's sensitivity measurement does."""
+    """The float64 model and arguments with every element moved by rounding's size
+    (:func:`~conformance.reference.jiggler`), as the forward policy's sensitivity measurement does."""
     import torch
 
-    size = PERTURBATION * float(np.finfo(dtype).eps)
-    g = torch.Generator().manual_seed(0)
+    move = jiggler(dtype)
 
     def jiggle(t: Any) -> Any:
-        return (t * (1 + size * (2 * torch.rand(t.shape, generator=g, dtype=torch.float64) - 1))).detach()
+        return move(t).detach()
 
     moved = copy.deepcopy(model).double()
     with torch.no_grad():
@@ -395,7 +395,7 @@ def _vjp(run: _Run, cotangents: dict, what: str, direction: Optional[dict] = Non
 def _adapter_vjp(run: _Run, laid: dict, what: str) -> dict:
     """An adapter's backward() on the cotangents (arrays in its results' dtype; a result the loss does not
     use is left out), its result checked: the gradients it returned for the names of ``run.wrt``."""
-    cotangents = {n: c.detach().numpy() for n, c in laid.items() if c is not None}
+    cotangents = {n: to_numpy(c) for n, c in laid.items() if c is not None}
     with timed(what):
         got = run.backward(cotangents)
     if not isinstance(got, Mapping):
@@ -407,7 +407,7 @@ def _adapter_vjp(run: _Run, laid: dict, what: str) -> dict:
         if value is None:
             continue
         array = np.asarray(value)
-        if not np.issubdtype(array.dtype, np.floating):
+        if not is_floating(array):
             raise StructureError(f"backward()'s gradient {name!r} is {type(value).__name__} of dtype {array.dtype}; "
                                  f"expected a floating-point array")
         result[name] = array.astype(np.float64)
@@ -553,9 +553,10 @@ def _judge(case: Case, grads: Gradients, args: tuple, order: list[str], call: in
         if grads.perturbed is not None:
             perturbed = grads.perturbed.get(name)
             perturbed = zeros if perturbed is None else perturbed
+        oracle = held_in(oracle, dtype)
         tol = gradient_tolerance(dtype, reference, oracle, perturbed, largest)
-        mismatch = compare_values(name, mine, oracle, tol)
-        ok = within(mine, oracle, tol)
+        mismatch = compare_values(name, mine, oracle, tol, reference)
+        ok = within(mine, oracle, tol, reference)
         grads.compared[name] = (tol, ok, mine, oracle, mine_none)
         if mismatch is None:
             continue
@@ -632,8 +633,7 @@ def _adapter_run(candidate: Candidate, instance: Any, raw: Any, args: tuple, cas
     output, (h_n, c_n) = raw
     packed = case.call.packed
     data = output.data if packed else output
-    results = {"output": torch.from_numpy(np.asarray(data)), "h_n": torch.from_numpy(np.asarray(h_n)),
-               "c_n": torch.from_numpy(np.asarray(c_n))}
+    results = {"output": to_torch(np.asarray(data)), "h_n": to_torch(np.asarray(h_n)), "c_n": to_torch(np.asarray(c_n))}
     sizes = torch.as_tensor(np.asarray(output.batch_sizes)) if packed else None
     order = None
     if packed and output.sorted_indices is not None:
@@ -965,7 +965,7 @@ def check_gradient_accumulation(candidate: Candidate, case: Case, diagnose: bool
 def _rounding(dtype: str, base: np.ndarray) -> float:
     """The rounding of adding to ``base`` in ``dtype``: a few eps of its largest element."""
     values = np.abs(base[np.isfinite(base)])
-    return 4 * float(np.finfo(dtype).eps) * (float(values.max()) if values.size else 0.0)
+    return 4 * eps(dtype) * (float(values.max()) if values.size else 0.0)
 
 
 def _close(a: np.ndarray, b: np.ndarray, tol: Tolerance) -> bool:

@@ -462,6 +462,70 @@ def _float32_inside(ev: Evidence) -> Optional[str]:
     return None
 
 
+def _bfloat16_inside(ev: Evidence) -> Optional[str]:
+    """A float16 model whose every element agrees with the oracle to bfloat16's precision, not to float16's."""
+    if ev.got is None or ev.config.dtype != "float16":
+        return None
+    parts, oracle = ev.got.parts(), ev.expected.oracle.parts()
+    tol = Tolerance(floor("bfloat16") * value_scale(oracle.values()), floor("bfloat16"), 0.0)
+    if all(parts[k].shape == oracle[k].shape and within(parts[k], oracle[k], tol).all() for k in parts):
+        worst = max((float(np.max(np.abs(parts[k] - oracle[k]), initial=0.0)) for k in parts), default=0.0)
+        return (f"every element agrees to bfloat16 precision, not to float16's (largest difference {worst:.2g}): "
+                "bfloat16 has 3 fewer mantissa bits than float16")
+    return None
+
+
+def _float16_range(ev: Evidence) -> Optional[str]:
+    """A bfloat16 model overflowing where torch running it in float16 overflows too."""
+    import torch
+
+    if ev.got is None or ev.config.dtype != "bfloat16":
+        return None
+    parts, oracle = ev.got.parts(), ev.expected.oracle.parts()
+    new = {k: ~np.isfinite(parts[k]) & np.isfinite(oracle[k]) for k in parts if parts[k].shape == oracle[k].shape}
+    if not any(mask.any() for mask in new.values()):
+        return None
+    state = {k: v.to(torch.float16) for k, v in ev.state().items()}
+    args = _converted(ev.expected.args, torch.float16)
+    try:
+        _, narrow, _ = run_torch(replace(ev.config, dtype="float16"), state, args, ev.case.call.training,
+                                 ev.case.call.packed, ev.case.call.arguments)
+    except Exception:
+        return None
+    overflowed = narrow.parts()
+    if all((~np.isfinite(overflowed[k]) | ~mask).all() for k, mask in new.items()):
+        name = next(k for k, mask in new.items() if mask.any())
+        return (f"{name} is NaN or inf at {int(new[name].sum())} elements where torch's is finite, and torch computing "
+                "the model in float16 overflows there too: bfloat16 holds values up to 3.4e38, float16 up to 65504")
+    return None
+
+
+def _converted(value: Any, dtype: Any) -> Any:
+    """Call arguments (tensors, packed sequences, tuples and lists of them) with every float tensor in ``dtype``."""
+    import torch
+    from torch.nn.utils.rnn import PackedSequence
+
+    if isinstance(value, PackedSequence):
+        return value._replace(data=value.data.detach().to(dtype))
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(dtype)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_converted(v, dtype) for v in value)
+    return value
+
+
+def _results_dtype(ev: Evidence) -> Optional[str]:
+    """Every result in one dtype other than the model's: computed in another dtype, never cast back."""
+    wrong = [p for p in ev.problems if p.kind == "dtype"]
+    if ev.got is None or not wrong or len(wrong) != len(ev.got.parts()):
+        return None
+    found = {str(array.dtype) for array in ev.got.parts().values()}
+    if len(found) != 1:
+        return None
+    return (f"output, h_n and c_n are all {found.pop()} for a {ev.config.dtype} model: the results of a computation "
+            f"in another dtype, not cast back to the model's")
+
+
 def _input_arrays(ev: Evidence) -> list[np.ndarray]:
     """The call's x (a packed sequence's data), h0 and c0, as float64 arrays."""
     import torch
@@ -982,6 +1046,8 @@ RECOGNISERS: tuple[Recogniser, ...] = (
                "ignored)", _noncontiguous_input),
     Recogniser("zero-state-shape", "default initial state built with the wrong shape", _zero_state_shape,
                any_case=True),
+    Recogniser("results-dtype", "results returned in another dtype than the model's", _results_dtype,
+               any_case=True),
     Recogniser("mode-switch", "switching .train()/.eval() on one instance not honoured", _mode_switch, any_case=True),
     Recogniser("second-call", "the port keeps state between calls (hx=None must mean zeros every time)", _second_call,
                any_case=True),
@@ -998,11 +1064,14 @@ RECOGNISERS: tuple[Recogniser, ...] = (
     Recogniser("states-batch-first", "h_n/c_n returned in batch_first layout", _states_batch_first),
     Recogniser("projection-on-c", "the projection applied to c_n as well as h_n", _projection_on_c),
     Recogniser("nan-not-propagated", "NaN in the input not propagated", _nan_not_propagated),
+    Recogniser("float16-range", "a bfloat16 model computed in float16, which overflows past 65504",
+               _float16_range),
     Recogniser("overflow", "overflow at large values (a formula that does not saturate)", _overflow),
     Recogniser("values-clipped", "state clipped to a fixed range", _values_clipped),
     Recogniser("tiny-inputs-flushed", "tiny inputs flushed to zero", _tiny_inputs_flushed),
     Recogniser("zero-steps-skipped", "all-zero time steps skipped as padding", _zero_steps_skipped),
     Recogniser("float32-inside", "float32 arithmetic inside a float64 model", _float32_inside),
+    Recogniser("bfloat16-inside", "bfloat16 arithmetic inside a float16 model", _bfloat16_inside),
     Recogniser("gate-order", "gate order", _gate_order),
     Recogniser("single-bias", "only one of the two bias vectors used", _single_bias),
     Recogniser("forget-bias", "a forget-gate bias of 1.0 added", _forget_bias),

@@ -13,6 +13,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .arrays import PackedArrays, packed_to_padded
+from .dtypes import to_numpy
 
 __all__ = ["Outcome", "StructureError", "from_torch", "from_arrays"]
 
@@ -100,4 +101,4 @@ def from_arrays(result: Any, packed_input: bool, where: str = "the adapter") -> 
 
 
 def _np(tensor: Any) -> np.ndarray:
-    return tensor.detach().cpu().resolve_conj().numpy()
+    return to_numpy(tensor)

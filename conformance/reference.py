@@ -11,13 +11,14 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .case import Case, call_arguments
+from .compare import perturbation
 from .outcome import Outcome, from_torch
 from .timing import timed  # lstm-conformance bench times the forward calls only
 
-__all__ = ["Expected", "beyond_unit_scale", "copy_args", "evaluate", "expected_for", "invoke", "perturbed_evaluation",
+__all__ = ["Expected", "beyond_unit_scale", "copy_args", "evaluate", "expected_for", "invoke", "jiggler", "perturbed_evaluation",
            "to_float64"]
 
 
@@ -117,11 +118,6 @@ def expected_for(case: Case) -> Expected:
     return Expected(model, args, reference, oracle, caught, perturbed)
 
 
-#: How far :func:`perturbed_evaluation` moves each input and weight: up to this many times the
-#: case dtype's machine epsilon, relative.
-PERTURBATION = 16
-
-
 def beyond_unit_scale(case: Case) -> bool:
     """Whether the case holds values other than ``randn`` at unit scale, or weights scaled beyond torch's
     initialisation: where the tolerance policy also measures the case's sensitivity to rounding."""
@@ -129,20 +125,28 @@ def beyond_unit_scale(case: Case) -> bool:
     return case.weight_scale != 1.0 or not (call.x_values.plain and call.h0_values.plain and call.c0_values.plain)
 
 
-def perturbed_evaluation(model: Any, args: tuple, case: Case) -> Outcome:
-    """The float64 evaluation with every weight and input element multiplied by ``1 + PERTURBATION *
-    eps * u`` (``u`` uniform in [-1, 1], from a fixed seed; eps the case dtype's): how far a result moves
-    when its data move by about rounding's size (see :mod:`conformance.compare`)."""
-    import numpy as np
+def jiggler(dtype: str) -> Callable[[Any], Any]:
+    """A function that multiplies each element of a float64 tensor by ``1 + size * u``, ``u`` uniform in
+    [-1, 1] from a fixed seed (a new draw for each tensor, in call order) and ``size`` the policy's
+    :func:`~conformance.compare.perturbation` for ``dtype``: data moved by about rounding's size."""
     import torch
-    from torch.nn.utils.rnn import PackedSequence
 
-    size = PERTURBATION * float(np.finfo(case.config.dtype).eps)
+    size = perturbation(dtype)
     g = torch.Generator().manual_seed(0)
 
     def jiggle(t: Any) -> Any:
         return t * (1 + size * (2 * torch.rand(t.shape, generator=g, dtype=torch.float64) - 1))
 
+    return jiggle
+
+
+def perturbed_evaluation(model: Any, args: tuple, case: Case) -> Outcome:
+    """The float64 evaluation with every weight and input element moved by :func:`jiggler`: how far a
+    result moves when its data move by about rounding's size (see :mod:`conformance.compare`)."""
+    import torch
+    from torch.nn.utils.rnn import PackedSequence
+
+    jiggle = jiggler(case.config.dtype)
     moved = copy.deepcopy(model).double()
     with torch.no_grad():
         for parameter in moved.parameters():

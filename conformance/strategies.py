@@ -22,6 +22,7 @@ from .adapters import Capabilities
 from .arrays import LSTMConfig
 from .case import (ARGUMENT_FORMS, LAYOUTS, PACKINGS, SPECIALS, STATE_LAYOUTS, Call, Case, Fault, PackingCall,
                    Values)
+from .dtypes import DTYPES, HALF
 
 __all__ = ["FOCI", "cases", "focus_cases", "input_sizes", "hidden_sizes", "num_layers", "proj_sizes", "projections",
            "past", "case_cost", "MAX_COST",
@@ -129,6 +130,9 @@ def batch_sizes() -> st.SearchStrategy[int]:
 #: that has its layers cut, then its hidden size, then its input size; a call past the rest has its
 #: sequence cut, then its batch.  A size a focus fixes is kept.
 MAX_COST = 5 * 10**8
+#: A half-precision case may cost this share of :data:`MAX_COST` at most: torch's CPU kernels take
+#: several times as long per multiply-add in float16 and bfloat16 as in float32.
+HALF_COST_SHARE = 4
 #: What one step of one direction of one layer costs beyond its arithmetic (launching the step's
 #: kernels, a Python loop's turn), in multiply-adds.
 STEP_COST = 400_000
@@ -162,11 +166,11 @@ def case_cost(config: LSTMConfig, seq_len: int, batch: Optional[int]) -> int:
     return seq_len * (rows * _row_cost(config) + steps) + _model_cost(config)
 
 
-def _model_within_cost(config: LSTMConfig, least_layers: int, fixed: frozenset) -> LSTMConfig:
-    """``config`` cut until its model costs at most half of :data:`MAX_COST`: its layers first (to
+def _model_within_cost(config: LSTMConfig, least_layers: int, fixed: frozenset, limit: int = MAX_COST) -> LSTMConfig:
+    """``config`` cut until its model costs at most half of ``limit``: its layers first (to
     ``least_layers``), then its hidden size, then its input size, never a size named in ``fixed``
     (a focus drew it).  A projection stays below the hidden size."""
-    budget = MAX_COST // 2
+    budget = limit // 2
 
     def fits(**sizes: int) -> bool:
         return _model_cost(replace(config, **sizes)) <= budget
@@ -192,24 +196,32 @@ def _model_within_cost(config: LSTMConfig, least_layers: int, fixed: frozenset) 
 
 
 def _within_cost(config: LSTMConfig, batch: Optional[int], seq_len: int, fixed_batch: bool,
-                 fixed_steps: bool) -> tuple[Optional[int], int]:
-    """``(batch, seq_len)`` cut to fit :data:`MAX_COST`: the sequence first, then the batch.  A size that
+                 fixed_steps: bool, limit: int = MAX_COST) -> tuple[Optional[int], int]:
+    """``(batch, seq_len)`` cut to fit ``limit``: the sequence first, then the batch.  A size that
     is ``fixed`` (a focus drew it) is kept, except that a fixed sequence too long for the model even
     with one batch row is cut as a last resort, never to fewer steps than just past the first boundary."""
     per_step = config.num_layers * config.num_directions * STEP_COST
     row = _row_cost(config)
-    budget = MAX_COST - _model_cost(config)
+    budget = limit - _model_cost(config)
 
     def steps_fitting() -> int:
         return max(1, budget // ((1 if batch is None else batch) * row + per_step))
 
-    if not fixed_steps and case_cost(config, seq_len, batch) > MAX_COST:
+    if not fixed_steps and case_cost(config, seq_len, batch) > limit:
         seq_len = steps_fitting()
-    if batch and not fixed_batch and case_cost(config, seq_len, batch) > MAX_COST:
+    if batch and not fixed_batch and case_cost(config, seq_len, batch) > limit:
         batch = max(1, min(batch, (budget // seq_len - per_step) // row))
-    if case_cost(config, seq_len, batch) > MAX_COST:
+    if case_cost(config, seq_len, batch) > limit:
         seq_len = min(seq_len, max(steps_fitting(), STEP_BOUNDARIES[0] + 1))
     return batch, seq_len
+
+
+def _drawn_dtypes(declared: frozenset) -> tuple[str, ...]:
+    """The dtypes a case that fixes none is drawn from: the full-precision ones the port declares, else its
+    half-precision ones.  Half precision has foci of its own (:data:`FOCI`), so that its slower cases
+    stay a few tests' worth in every profile."""
+    full = tuple(name for name in DTYPES if name in declared and name not in HALF)
+    return full or tuple(name for name in DTYPES if name in declared)
 
 
 @_cached
@@ -312,6 +324,8 @@ def _draw_model_sizes(draw: Any, allowed: frozenset, required: frozenset, same_s
 #: negative zeros) and ``special`` (NaN or +-inf in single elements).
 VALUE_KINDS = ("large", "tiny", "mixed", "zeros", "special")
 LARGE_SCALES = (1e2, 1e4)
+#: bfloat16 also gets values past float16's range (65504), which it holds as float32 does.
+BFLOAT16_LARGE_SCALES = (1e6,)
 TINY_SCALES = (1e-3, 1e-6)
 #: The kinds that go beyond unit scale or hold special values: drawn only without random dropout masks.
 BEYOND_UNIT = ("large", "mixed", "special")
@@ -362,8 +376,9 @@ def _draw_values(draw: Any, config: LSTMConfig, call: Call, kind: Optional[str],
     found: dict[str, Values] = {}
     if kind == "large":
         target = draw(_sampled(("x", *states, "weights")))
+        scales = LARGE_SCALES + BFLOAT16_LARGE_SCALES if config.dtype == "bfloat16" else LARGE_SCALES
         for name in ("x", *states):
-            factor = draw(_sampled(LARGE_SCALES)) if name == target else draw(_sampled((1.0, *LARGE_SCALES)))
+            factor = draw(_sampled(scales)) if name == target else draw(_sampled((1.0, *scales)))
             found[name] = Values(scale=factor)
         if target == "weights" and weight_scale is None:
             scale = draw(_sampled(WEIGHT_SCALES))
@@ -443,7 +458,8 @@ def cases(
     # -- the model
     in_size, hidden, layers, proj = _draw_model_sizes(draw, allowed, required, same_state, input_size, hidden_size,
                                                       proj_size, layer_count)
-    model_dtype = dtype or draw(_sampled(tuple(sorted(capabilities.dtypes, key=["float32", "float64"].index))))
+    model_dtype = dtype or draw(_sampled(_drawn_dtypes(capabilities.dtypes)))
+    limit = MAX_COST // HALF_COST_SHARE if model_dtype in HALF else MAX_COST
     # -- the mode: a random dropout mask needs the "dropout" capability
     is_training = training if training is not None else ("dropout" in required or draw(st.booleans()))
     can_drop = "dropout" in allowed and is_training
@@ -461,7 +477,7 @@ def cases(
     )
     config = _model_within_cost(config, 2 if {"multi_layer", "dropout"} & required else 1, frozenset(
         name for name, fixed in (("input_size", input_size), ("hidden_size", hidden_size), ("proj_size", proj_size),
-                                 ("num_layers", layer_count)) if fixed is not None))
+                                 ("num_layers", layer_count)) if fixed is not None), limit)
     # -- the input form: packed, unbatched, or dense (possibly a non-contiguous view)
     batch_size = draw(batch_sizes() if batch is None else batch)
     form = "dense"
@@ -479,7 +495,8 @@ def cases(
         form = draw(_sampled(tuple(forms)))
     length = draw(seq_lens() if seq_len is None else seq_len)
     n = None if form == "unbatched" else batch_size
-    n, length = _within_cost(config, n, length, fixed_batch=batch is not None, fixed_steps=seq_len is not None)
+    n, length = _within_cost(config, n, length, fixed_batch=batch is not None, fixed_steps=seq_len is not None,
+                             limit=limit)
     call_kwargs: dict[str, Any] = {}
     if form == "packed":
         enforce_sorted = not _flag(draw, "packed_unsorted", allowed, required)
@@ -509,6 +526,8 @@ FOCI: dict[str, dict[str, Any]] = {
         "unbatched", "packed", "packed_unsorted", "noncontiguous", "requires_grad", "argument_forms")},
     "noncontiguous_hx": {"require": {"noncontiguous", "initial_state"}, "views": "hx"},
     "float64": {"dtype": "float64"},
+    "float16": {"dtype": "float16"},
+    "bfloat16": {"dtype": "bfloat16"},
     # training mode: what holds for any correct port, however it draws its dropout masks
     "train_dropout_0_equals_eval": {"training": True, "dropout": st.just(0.0)},
     "train_dropout_1_is_deterministic": {"training": True, "dropout": st.just(1.0), "require": {"dropout"}},
@@ -536,6 +555,9 @@ FOCI: dict[str, dict[str, Any]] = {
     "mixed_scales": {"values": "mixed", "training": False},
     "zero_values": {"values": "zeros"},
     "special_values": {"values": "special", "training": False},
+    # half precision beyond unit scale: float16 overflows past 65504, bfloat16 has float32's range
+    "float16_large_values": {"dtype": "float16", "values": "large", "training": False},
+    "bfloat16_large_values": {"dtype": "bfloat16", "values": "large", "training": False},
 }
 
 
@@ -595,6 +617,11 @@ def _other_dtype(dtype: str) -> str:
     return "torch.float64" if dtype == "float32" else "torch.float32"
 
 
+def _other_half(dtype: str) -> str:
+    """A half-precision dtype other than the model's."""
+    return "torch.bfloat16" if dtype == "float16" else "torch.float16"
+
+
 def _empty_sequence(case: Case) -> str:
     batch_first = case.config.batch_first and not case.call.unbatched
     return "x = x[:, :0]" if batch_first else "x = x[:0]"
@@ -651,6 +678,12 @@ CALL_FAULTS: dict[str, CallFault] = {
         "hx", lambda c: ((f"h0 = h0.to({_other_dtype(c.config.dtype)})",), None)),
     "c0 dtype differs from the weights": CallFault(
         "hx", lambda c: ((f"c0 = c0.to({_other_dtype(c.config.dtype)})",), None)),
+    "input in a half dtype the weights do not have": CallFault(
+        "input", lambda c: ((f"x = x.to({_other_half(c.config.dtype)})",), None)),
+    "h0 in a half dtype the weights do not have": CallFault(
+        "hx", lambda c: ((f"h0 = h0.to({_other_half(c.config.dtype)})",), None)),
+    "c0 in a half dtype the weights do not have": CallFault(
+        "hx", lambda c: ((f"c0 = c0.to({_other_half(c.config.dtype)})",), None)),
 }
 
 

@@ -65,6 +65,7 @@ import torch  # noqa: E402  (Keras's backend here: its tensors and variables are
 
 from conformance.adapters import Adapter, ArrayInput, ArrayResult, ArrayState, Capabilities  # noqa: E402
 from conformance.arrays import LSTMConfig  # noqa: E402
+from conformance.dtypes import numpy_dtype, to_numpy, to_torch  # noqa: E402
 from implementations._layout import (time_major, time_major_cotangents, torch_layout,  # noqa: E402
                                      torch_layout_gradients, torch_parameter_gradients)
 
@@ -104,8 +105,11 @@ class KerasLSTM(Adapter):
 
     def _lstm(self, go_backwards: bool = False) -> keras.layers.LSTM:
         cfg = self.config
+        # zero initializers: torch's weights replace them at once, and Keras's orthogonal initializer runs a QR
+        # decomposition that torch's CPU backend has no float16 or bfloat16 kernel for
         return keras.layers.LSTM(cfg.hidden_size, use_bias=cfg.bias, return_sequences=True, return_state=True,
-                                 go_backwards=go_backwards, use_cudnn=False, dtype=cfg.dtype)
+                                 go_backwards=go_backwards, use_cudnn=False, dtype=cfg.dtype,
+                                 kernel_initializer="zeros", recurrent_initializer="zeros")
 
     def _keras_weights(self, layer: int, suffix: str) -> list[np.ndarray]:
         def get(kind: str) -> np.ndarray:
@@ -179,14 +183,14 @@ class KerasLSTM(Adapter):
         for tensor, cotangent in zip((run.output, run.h_n, run.c_n), laid):
             if cotangent is not None:
                 outputs.append(tensor)
-                grads.append(torch.as_tensor(np.ascontiguousarray(cotangent), dtype=tensor.dtype))
+                grads.append(to_torch(np.ascontiguousarray(cotangent)).to(tensor.dtype))
         cells = {key: lstm.cell for key, lstm in self._directions.items()}
         variables = {key: [cell.kernel, cell.recurrent_kernel] + ([cell.bias] if cfg.bias else [])
                      for key, cell in cells.items()}
         wrt = [run.x, *(run.state or ())] + [v.value for key in variables for v in variables[key]]
         found = (torch.autograd.grad(outputs, wrt, grads, allow_unused=True) if outputs else [None] * len(wrt))
         # A tensor the loss does not reach (a layer above the one a loss on its states uses) has zero gradient.
-        arrays = [np.zeros(tuple(t.shape), dtype=cfg.dtype) if g is None else g.detach().cpu().numpy()
+        arrays = [np.zeros(tuple(t.shape), dtype=numpy_dtype(cfg.dtype)) if g is None else to_numpy(g)
                   for t, g in zip(wrt, found)]
         d_x, arrays = arrays[0], arrays[1:]
         d_state = None

@@ -31,6 +31,7 @@ import numpy as np
 
 from conformance.adapters import Adapter, ArrayInput, ArrayResult, ArrayState, Capabilities
 from conformance.arrays import LSTMConfig, PackedArrays
+from conformance.dtypes import HALF, numpy_dtype
 
 __all__ = ["NumpyLSTM"]
 
@@ -347,20 +348,24 @@ def _check_batch_sizes(batch_sizes: np.ndarray, rows: int) -> None:
 
 
 class NumpyLSTM(Adapter):
-    """``torch.nn.LSTM``'s forward and backward in NumPy: all features, float32 and float64."""
+    """``torch.nn.LSTM``'s forward and backward in NumPy: all features and dtypes.
+
+    A float16 or bfloat16 model is computed in float32 and its results rounded once to the model's
+    dtype: more accurate than torch, which rounds to half precision between its operations."""
 
     capabilities: ClassVar[Capabilities] = Capabilities(errors="raises", gradients=True)
 
-    #: The dtype arithmetic is done in.  ``None`` computes in the config's dtype; a subclass may
-    #: set ``np.float64`` or ``np.longdouble`` to compute in higher precision.  Inputs and weights
-    #: are cast to it, and results are cast back to the config's dtype.
+    #: The dtype arithmetic is done in.  ``None`` computes in the config's dtype (float32 for a half-precision
+    #: one); a subclass may set ``np.float64`` or ``np.longdouble`` to compute in higher precision.  Inputs and
+    #: weights are cast to it, and results are cast back to the config's dtype.
     compute_dtype: ClassVar[Optional[type]] = None
 
     def __init__(self, config: LSTMConfig, weights: Mapping[str, np.ndarray]) -> None:
         super().__init__(config, weights)
-        self.dtype = np.dtype(config.dtype)
+        self.dtype = numpy_dtype(config.dtype)
         self.weights = {name: np.asarray(value, dtype=self.dtype) for name, value in self.weights.items()}
-        self._compute = np.dtype(self.compute_dtype) if self.compute_dtype is not None else self.dtype
+        default = np.dtype(np.float32) if config.dtype in HALF else self.dtype
+        self._compute = np.dtype(self.compute_dtype) if self.compute_dtype is not None else default
         # self._layers[k][d] holds layer k, direction d (0 forward, 1 reverse).
         self._layers = [
             [self._direction_weights(layer, suffix) for suffix in ("", "_reverse")[: config.num_directions]]

@@ -17,8 +17,12 @@ Weight mapping, per layer (both directions stacked on a leading axis of size D):
   layer's ``[L, N, D * H]`` input, and ``Y_h`` / ``Y_c`` of all layers are concatenated into torch's
   ``(num_layers * D, N, H)``.
 
+float16 graphs run: ONNX Runtime's CPU provider has no float16 LSTM kernel and casts the node's
+inputs to float32 and its results back, so a float16 model is computed in float32 and rounded once.
+
 What it lacks: float64 (a double graph loads, but ONNX Runtime's CPU LSTM kernel refuses to run
-it: "LSTM operator does not support double yet"), ``proj_size`` (the operator has no
+it: "LSTM operator does not support double yet"), bfloat16 (the ``LSTM`` operator's type constraint
+admits float16, float32 and float64 only: a bfloat16 graph fails ``onnx.checker``), ``proj_size`` (the operator has no
 projection), dropout (the operator has none; a model is inference-only) and gradients (ONNX
 Runtime's training build is not what this package installs: the gradient tests are skipped as
 declared absent).  ``batch_first`` and
@@ -66,9 +70,9 @@ def _reorder_gates(array: np.ndarray) -> np.ndarray:
 
 
 class OnnxRuntimeLSTM(Adapter):
-    """torch.nn.LSTM checked against ONNX Runtime's LSTM kernel (float32, no proj_size, no dropout)."""
+    """torch.nn.LSTM checked against ONNX Runtime's LSTM kernel (float32 and float16, no proj_size, no dropout)."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(dtypes={"float32"}, errors="raises",
+    capabilities: ClassVar[Capabilities] = Capabilities(dtypes={"float32", "float16"}, errors="raises",
                                                         gradients=False).without("proj_size", "dropout")
     expected_failures = "expected/onnxruntime.txt"
 

@@ -34,9 +34,9 @@ still there:
   (pytorch/pytorch#89357; ``LSTM.from_float`` in the prepare flow sidesteps it by building the
   layers from the float weights' shapes).  Single-layer bidirectional models work.
 * without ``hx`` the port creates float32 zero states whatever the model's dtype
-  (``torch.zeros(..., dtype=torch.float)`` in ``forward``), so a float64 model called without
-  ``hx`` raises ``mat1 and mat2 must have the same dtype`` (in the forward and gradient tests alike).
-  With an explicit ``hx`` float64 works.
+  (``torch.zeros(..., dtype=torch.float)`` in ``forward``), so a float64, float16 or bfloat16 model
+  called without ``hx`` raises ``mat1 and mat2 must have the same dtype`` (in the forward and gradient
+  tests alike).  With an explicit ``hx`` every dtype works.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from torch.ao.nn import quantizable
 
 from conformance.adapters import Adapter, ArrayInput, ArrayResult, ArrayState, Capabilities
 from conformance.arrays import LSTMConfig
+from conformance.dtypes import to_numpy, to_torch
 
 __all__ = ["QuantizableLSTM"]
 
@@ -67,7 +68,7 @@ def _to_torch(value: Any, leaves: bool = False) -> Any:
     """NumPy arrays as tensors, keeping tuples/lists (and anything else) as the caller built them.  With
     ``leaves``, floating-point tensors are copies that require grad, for backward() to differentiate."""
     if isinstance(value, np.ndarray):
-        tensor = torch.from_numpy(value)
+        tensor = to_torch(value)
         if leaves and tensor.is_floating_point():
             tensor = tensor.detach().clone().requires_grad_(True)
         return tensor
@@ -110,7 +111,7 @@ class QuantizableLSTM(Adapter):
                     if config.bias:
                         names.append(("bias", f"bias_{kind}_l{layer}{suffix}"))
                     for attribute, torch_name in names:
-                        state[f"{cell}.{gates}.{attribute}"] = torch.tensor(self.weights[torch_name])
+                        state[f"{cell}.{gates}.{attribute}"] = to_torch(self.weights[torch_name]).clone()
         self.module.load_state_dict(state, strict=True)
 
     def _run(self, input: ArrayInput, hx: Optional[object], training: bool, requires_grad: bool = False) -> _Run:
@@ -125,7 +126,7 @@ class QuantizableLSTM(Adapter):
 
     def forward(self, input: ArrayInput, hx: Optional[object], *, training: bool) -> ArrayResult:
         run = self._run(input, hx, training)
-        return run.output.numpy(), (run.h_n.numpy(), run.c_n.numpy())
+        return to_numpy(run.output), (to_numpy(run.h_n), to_numpy(run.c_n))
 
     def backward(self, input: ArrayInput, hx: Optional[ArrayState], cotangents: Mapping[str, np.ndarray], *,
                  training: bool) -> dict[str, np.ndarray]:
@@ -139,7 +140,7 @@ class QuantizableLSTM(Adapter):
         for name, tensor in (("output", run.output), ("h_n", run.h_n), ("c_n", run.c_n)):
             if cotangents.get(name) is not None:
                 outputs.append(tensor)
-                grads.append(torch.as_tensor(np.ascontiguousarray(cotangents[name]), dtype=tensor.dtype))
+                grads.append(to_torch(np.ascontiguousarray(cotangents[name])).to(tensor.dtype))
         names = ["input"] + (["h0", "c0"] if hx is not None else [])
         wrt = [run.input] + (list(run.hx[:2]) if hx is not None else [])
         for name, parameter in self.module.named_parameters():
@@ -147,5 +148,5 @@ class QuantizableLSTM(Adapter):
             wrt.append(parameter)
         found = torch.autograd.grad(outputs, wrt, grads, allow_unused=True) if outputs else [None] * len(wrt)
         # A tensor the loss does not reach (a layer above the one a loss on its states uses) has zero gradient.
-        return {name: (torch.zeros_like(tensor) if g is None else g).detach().numpy()
+        return {name: to_numpy(torch.zeros_like(tensor) if g is None else g)
                 for name, tensor, g in zip(names, wrt, found)}

@@ -12,7 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from conformance.adapters import Capabilities
 from conformance.arrays import LSTMConfig
 from conformance.case import Call, Case, Values
-from conformance.compare import GROWTH, compare_values, floor, tolerance, value_scale
+from conformance import dtypes
+from conformance.compare import (GROWTH, HALF_FLOOR, HALF_GROWTH, compare_values, floor, growth, held_in,
+                                 perturbation, tolerance, value_scale, within)
 from conformance.strategies import focus_cases
 
 
@@ -234,3 +236,64 @@ def test_nan_goes_through_a_layer_dropped_entirely(port: str) -> None:
                                                                     x_values=Values(special=(((0, 0, 0), "nan"),))))
     assert np.isnan(expected_for(case).oracle.output).all()
     check_forward(resolve(port), case)
+
+
+# ------------------------------------------------------------------------------ half precision
+
+
+def _half_outputs(dtype: torch.dtype, inside: torch.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A ``dtype`` model's float64 oracle (on its rounded weights and input), torch's own result, and
+    the model computed in ``inside`` (a port computing in another precision), rounded to ``dtype``."""
+    torch.manual_seed(0)
+    model = torch.nn.LSTM(6, 40, num_layers=2, bidirectional=True, dtype=dtype)
+    x = torch.randn(30, 3, 6, dtype=dtype)
+    with torch.no_grad():
+        reference = model(x)[0].double().numpy()
+        oracle = copy.deepcopy(model).double()(x.double())[0].numpy()
+        other = copy.deepcopy(model).to(inside)(x.to(inside))[0].to(dtype).double().numpy()
+    return oracle, reference, other
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_model_computed_in_float32_and_rounded_once_passes(dtype: torch.dtype) -> None:
+    oracle, reference, rounded_once = _half_outputs(dtype, torch.float32)
+    name = str(dtype).removeprefix("torch.")
+    assert compare_values("output", rounded_once, oracle, tolerance(name, reference, oracle)) is None
+    assert compare_values("output", reference, oracle, tolerance(name, reference, oracle)) is None
+
+
+def test_a_float16_model_computed_in_bfloat16_fails() -> None:
+    oracle, reference, narrower = _half_outputs(torch.float16, torch.bfloat16)
+    mismatch = compare_values("output", narrower, oracle, tolerance("float16", reference, oracle))
+    assert mismatch is not None and mismatch.mismatched > mismatch.total // 10
+
+
+def test_half_floors_sit_between_the_dtypes_rounding_and_the_next_narrower_dtype() -> None:
+    assert floor("float16") == HALF_FLOOR * dtypes.eps("float16") < dtypes.eps("bfloat16")
+    assert floor("bfloat16") == HALF_FLOOR * dtypes.eps("bfloat16")
+    assert growth("float16") == growth("bfloat16") == HALF_GROWTH < growth("float32") == GROWTH
+    assert perturbation("float32") == 16 * dtypes.eps("float32") and perturbation("float16") == floor("float16")
+
+
+def test_an_oracle_value_past_float16s_range_is_held_as_the_infinity_rounding_gives() -> None:
+    oracle = np.array([65519.0, 65520.0, -1e5, 1e6, np.nan])
+    held = held_in(oracle, "float16")
+    assert held[0] == 65519.0 and held[1] == np.inf and held[2] == -np.inf and held[3] == np.inf
+    assert np.isnan(held[4])
+    assert np.array_equal(held_in(oracle[:4], "bfloat16"), oracle[:4])  # float32's range
+    assert held_in(np.array([1e300]), "float32")[0] == np.inf
+    assert held_in(np.array([1e300]), "float64")[0] == 1e300
+
+
+def test_an_overflow_passes_only_where_torch_overflows_too() -> None:
+    oracle = np.array([1.0, 2.0])
+    tol = tolerance("float16", oracle, oracle)
+    torch_overflowed = np.array([np.inf, 2.0])
+    assert within(np.array([np.inf, 2.0]), oracle, tol, reference=torch_overflowed).all()  # as torch does
+    assert within(np.array([1.0, 2.0]), oracle, tol, reference=torch_overflowed).all()  # as the oracle says
+    assert not within(np.array([-np.inf, 2.0]), oracle, tol, reference=torch_overflowed)[0]
+    assert not within(np.array([1.0, np.inf]), oracle, tol, reference=torch_overflowed)[1]
+    assert not within(np.array([np.inf, 2.0]), oracle, tol)[0]  # without torch's result: the oracle alone
+    held = held_in(np.array([-1e6]), "float16")  # -inf: past float16's range
+    assert within(np.array([np.nan]), held, tol, reference=np.array([np.nan])).all()  # torch's inf - inf
+    assert not within(np.array([np.nan]), held, tol).all()

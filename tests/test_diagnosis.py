@@ -107,6 +107,13 @@ DIAGNOSES: dict[str, tuple[Case, object, str]] = {
                    ("output", 0, "forward", 1, 0), "nan-not-propagated"),
     "flush-tiny-inputs": (Case(C(3, 4, dtype="float64"), Call(5, 2, x_values=Values(scale=1e-6))),
                           ("output", 0, "forward", 2, 1), "tiny-inputs-flushed"),
+    # half precision (tests/ports/broken_dtypes.py)
+    "bfloat16-inside-float16": (Case(C(3, 4, dtype="float16"), Call(5, 2)), ("c_n", 0, "forward", None, 0),
+                                "bfloat16-inside"),
+    "float16-inside-bfloat16": (Case(C(3, 4, dtype="bfloat16"), Call(5, 2, with_hx=True,
+                                                                    c0_values=Values(scale=1e6))),
+                                ("c_n", 0, "forward", None, 0), "float16-range"),
+    "float32-results": (Case(C(3, 4, dtype="bfloat16"), Call(5, 2)), None, "results-dtype"),
 }
 #: the calls a port's bug needs (check_forward's ``repeat``), by class name; the others need one
 REPEATS: dict[str, object] = {"Stateful": True, "DropoutStickyTraining": SWITCH_MODES,

@@ -37,15 +37,15 @@ EXPECTED_DIR = REPO / "implementations" / "expected"
 #: features it declares absent, as its docstring says.
 PORTS: dict[str, dict[str, Any]] = {
     "onnxruntime": dict(path="implementations.onnxruntime_lstm:OnnxRuntimeLSTM",
-                        extra="onnxruntime", dtypes={"float32"}, lacks={"proj_size", "dropout"}),
+                        extra="onnxruntime", dtypes={"float32", "float16"}, lacks={"proj_size", "dropout"}),
     "flax": dict(path="implementations.flax_lstm:FlaxLSTM", extra="jax",
                  dtypes={"float32", "float64"}, lacks={"proj_size", "dropout"}),
     "keras": dict(path="implementations.keras_lstm:KerasLSTM", extra="keras",
-                  dtypes={"float32", "float64"}, lacks={"proj_size", "dropout"}),
+                  dtypes={"float32", "float64", "float16", "bfloat16"}, lacks={"proj_size", "dropout"}),
     "paddle": dict(path="implementations.paddle_lstm:PaddleLSTM", extra="paddle",
                    dtypes={"float32", "float64"}, lacks={"no_bias"}),
     "torch-quantizable": dict(path="implementations.quantizable_lstm:QuantizableLSTM", extra=None,
-                              dtypes={"float32", "float64"},
+                              dtypes={"float32", "float64", "float16", "bfloat16"},
                               lacks={"proj_size", "packed", "packed_unsorted", "unbatched", "dropout"}),
 }
 #: How each docstring names a feature it lacks.
@@ -168,8 +168,9 @@ def test_capabilities_are_what_the_docstring_says(name: str) -> None:
     doc = sys.modules[cls.__module__].__doc__
     for feature in port["lacks"]:
         assert DOC_WORDS[feature] in doc, f"{name} lacks {feature} but its docstring does not say so"
-    if "float64" not in caps.dtypes:
-        assert "float64" in doc, f"{name} does not declare float64 but its docstring does not say why"
+    for dtype in ("float64", "float16", "bfloat16"):
+        if dtype not in caps.dtypes:
+            assert dtype in doc, f"{name} does not declare {dtype} but its docstring does not say why"
 
 
 # ----------------------------------------------------------------------------- expected failures

@@ -30,10 +30,15 @@ from conformance.strategies import FOCI, MAX_COST, case_cost, cases, focus_requi
 #: The forward foci the gradients are checked on, each with what it changes in the forward focus's
 #: strategy: a long sequence's gradient is checked on one or two unidirectional layers (the steps
 #: are what it is about, and each layer and direction adds a backward pass through all of them).
-#: Training mode with p = 0 is drawn by ``any``.
+#: Training mode with p = 0 is drawn by ``any``.  Half-precision gradients are judged at unit scale only:
+#: beyond it (weights x4 over stacked layers) a correct port's rounding of every intermediate in half
+#: precision moves a gradient far more than torch's own error or the oracle on data moved by rounding's
+#: size shows (``conformance.compare``, "Half precision").
 GRADIENT_FOCI: dict[str, dict] = {
     "any": {}, "multi_layer": {}, "batch_first": {}, "bidirectional": {}, "proj_size": {}, "initial_state": {},
     "unbatched": {}, "packed_unsorted": {}, "zero_values": {},
+    "float16": {"values": "plain", "weight_scale": st.just(1.0)},
+    "bfloat16": {"values": "plain", "weight_scale": st.just(1.0)},
     "long_sequence": {"layer_count": st.integers(1, 2), "batch": st.integers(1, 4)},
     "train_dropout_1_is_deterministic": {}, "train_dropout_masks_recovered": {},
     "train_dropout_keeps_layer_0_states": {},

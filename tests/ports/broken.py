@@ -369,6 +369,9 @@ CORRECT.update(SIZES_CORRECT)  # noqa: F405
 from .broken_values import *  # noqa: E402,F403 - the values axis' ports (VALUES_CATALOGUE, VALUES_CORRECT)
 CATALOGUE.update(VALUES_CATALOGUE)  # noqa: F405
 CORRECT.update(VALUES_CORRECT)  # noqa: F405
+from .broken_dtypes import *  # noqa: E402,F403 - the half-precision ports (DTYPES_CATALOGUE, DTYPES_CORRECT)
+CATALOGUE.update(DTYPES_CATALOGUE)  # noqa: F405
+CORRECT.update(DTYPES_CORRECT)  # noqa: F405
 from .broken_gradients import *  # noqa: E402,F403 - the gradients' ports (GRADIENTS_CATALOGUE, GRADIENTS_CORRECT)
 CATALOGUE.update(GRADIENTS_CATALOGUE)  # noqa: F405
 CATALOGUE.update(DOUBLE_BACKWARD_CATALOGUE)  # noqa: F405

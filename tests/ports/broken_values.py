@@ -119,6 +119,11 @@ class StableActivations(ScratchLSTM):
 class HalfTanhSigmoid(ScratchLSTM):
     """Correct: sigmoid as 0.5 + 0.5 * tanh(x / 2), a common kernel identity: accurate to absolute rather than relative float precision (sigmoid(-17) off by 100%, 4e-8), which a large cell state multiplies."""
 
+    # In half precision that absolute error is eps / 4 of float16 or bfloat16 (sigmoid(-10) comes out 0),
+    # far below torch's precision there: gates and their derivatives vanish where torch's, computed in
+    # float32, do not.  The policy flags it, so it declares full precision only.
+    lstm_conformance_capabilities = Capabilities(dtypes={"float32", "float64"}, errors="exact")
+
     def _sigmoid(self, x: Tensor) -> Tensor:
         return 0.5 + 0.5 * torch.tanh(x / 2)
 
