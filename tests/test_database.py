@@ -462,16 +462,15 @@ def test_a_database_that_goes_away_mid_run_loses_no_result(redis_server: RedisSe
     env = {"CI": None, "PYTHONPATH": f"{REPO}:{tmp_path}", "KILL_BEFORE": second, "KILL_NOTE": str(note),
            "KILL_URL": redis_server.url, "KILL_PID": str(redis_server.process.pid)}
     result = run_pytest(["--pyargs", "conformance.suite", BROKEN, "-k", "test_matches_torch and (multi_layer or "
-                         "bidirectional) and not noncontiguous", "-p", "redis_killer", "--lstm-max-examples=30",
+                         "bidirectional) and not noncontiguous", "-p", "redis_killer", "--lstm-max-examples=30", "--lstm-all-reports",
                          f"--lstm-database={redis_server.url}"], cwd=tmp_path, env=env)
     assert redis_server.process.wait(timeout=30) == -9  # it did go away, killed before the second test
     assert json.loads(note.read_text()) > 0  # once the first test's failure had been written to it
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     assert "INTERNALERROR" not in result.stdout + result.stderr and "Traceback" not in result.stderr
     assert re.search(r"\b2 failed\b", result.stdout.splitlines()[-1]), result.stdout[-3000:]
-    found = re.search(r"^.*bidirectional.* its case: (Case\(.*\))$", result.stdout, re.M) or \
-        re.search(r"^What differs .* on case: (Case\(.*bidirectional=True.*\))$", result.stdout, re.M)
-    assert found, result.stdout[-3000:]
+    cases = CASE.findall(result.stdout)  # every failure in full: the first test's, then the second's
+    assert len(cases) == 2, result.stdout[-3000:]
     warnings = [line for line in result.stdout.splitlines() if line.startswith("lstm-conformance: warning:")]
     assert len(warnings) == 1 and f"the shared example database {redis_server.url} failed on" in warnings[0] \
         and warnings[0].endswith("the run goes on without it"), result.stdout[-3000:]
@@ -480,4 +479,4 @@ def test_a_database_that_goes_away_mid_run_loses_no_result(redis_server: RedisSe
     again = run_pytest(["--pyargs", "conformance.suite", BROKEN, "-k", f"test_matches_torch and bidirectional",
                         "--lstm-max-examples=1", "-s", "--hypothesis-verbosity=verbose"], cwd=tmp_path, env={"CI": None})
     assert again.returncode == 1, again.stdout[-3000:]
-    assert re.findall(r"^Draw 1 \(case\): (.*)$", again.stdout, re.M)[0] == found.group(1)
+    assert re.findall(r"^Draw 1 \(case\): (.*)$", again.stdout, re.M)[0] == cases[1]
