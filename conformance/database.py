@@ -127,8 +127,11 @@ def _shown(url: str) -> str:
 
 
 def _check_folder(path: Path, read_only: bool) -> None:
-    """Raise where ``path`` cannot be used: its nearest existing folder must be readable, and
-    writable unless the run only reads (hypothesis' folder database skips a failed write silently)."""
+    """Raise where ``path`` cannot be used: a run that only reads needs the folder (a share not mounted
+    would replay nothing without a word); a run that writes needs its nearest existing folder writable
+    (hypothesis' folder database skips a failed write silently)."""
+    if read_only and not path.is_dir():
+        raise FileNotFoundError(f"{path} is not there to read")
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

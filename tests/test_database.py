@@ -210,14 +210,22 @@ def test_read_only_writes_nothing_to_the_shared_database(tmp_path: Path) -> None
     assert list(shared.fetch(b"k")) == [b"from the nightly campaign"]
 
 
-@pytest.mark.parametrize("read_only", [True, False])
-def test_a_folder_that_cannot_be_made_is_a_warning_at_start(tmp_path: Path, read_only: bool) -> None:
+def test_a_folder_that_cannot_be_made_is_a_warning_at_start(tmp_path: Path) -> None:
     (tmp_path / "mount").write_text("a file where the mount point should be\n")
     warned: list[str] = []
-    shared = Shared(database.parse("--lstm-database", str(tmp_path / "mount" / "examples")), read_only, warned.append)
+    shared = Shared(database.parse("--lstm-database", str(tmp_path / "mount" / "examples")), False, warned.append)
     assert shared.check() is False
     assert warned == [f"lstm-conformance: warning: the shared example database {tmp_path}/mount/examples is unusable "
                       f"(NotADirectoryError: {tmp_path}/mount is not a folder); the run goes on without it"]
+
+
+def test_a_folder_to_read_must_be_there(tmp_path: Path) -> None:
+    warned: list[str] = []
+    missing = tmp_path / "not-mounted" / "examples"
+    assert Shared(database.parse("--lstm-database", str(missing)), False, warned.append).check() and not warned
+    assert not Shared(database.parse("--lstm-database", str(missing)), True, warned.append).check()
+    assert warned == [f"lstm-conformance: warning: the shared example database {missing} is unusable "
+                      f"(FileNotFoundError: {missing} is not there to read); the run goes on without it"]
 
 
 def test_a_failure_found_while_the_shared_database_dies_is_reported_and_saved_locally() -> None:
