@@ -12,9 +12,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
-from . import bench, report
+from . import bench, database, report
 from .adapters import FEATURES
-from .options import OneLineParser, argparse_type, non_negative_int, positive_int
+from .options import OneLineParser, OptionError, argparse_type, non_negative_int, positive_int
 from .registry import ResolutionError, available, resolve
 
 __all__ = ["default_profile", "main"]
@@ -39,6 +39,10 @@ def _pytest_args(args: argparse.Namespace) -> list[str]:
         out += ["-n", str(args.workers)]
     if getattr(args, "reproducers", None):
         out.append(f"--lstm-reproducers={args.reproducers}")
+    if args.database is not None:
+        out.append(f"--lstm-database={args.database}")
+    if args.database_read_only:
+        out.append("--lstm-database-read-only")
     if args.verbose:
         out += ["-v", "--lstm-all-reports"]
     return out
@@ -60,6 +64,11 @@ def _run(args: argparse.Namespace, doing: str) -> Optional[tuple[Any, report.Col
     if args.workers and importlib.util.find_spec("xdist") is None:
         print(f"lstm-conformance: error: -n {args.workers} needs pytest-xdist, which is not installed "
               "(pip install pytest-xdist, or leave -n out)", file=sys.stderr)
+        return None
+    try:
+        database.given(args.database, "--database", args.database_read_only, args.seed, "--seed")
+    except OptionError as exc:
+        print(f"lstm-conformance: error: {exc}", file=sys.stderr)
         return None
     candidate = _resolve(args.impl)
     if candidate is None:
@@ -173,6 +182,13 @@ def _suite_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=argparse_type(non_negative_int, "--seed"), default=None, metavar="N",
                         help="hypothesis seed, 0 or more, to reproduce a run, also under CI (default: none: "
                              "hypothesis draws at random, or derandomizes when CI is set)")
+    parser.add_argument("--database", metavar="URL", default=None,
+                        help="a shared example database, beside the local one: a folder or redis://host:port/db "
+                             "(the redis extra); failures are saved there and replayed first by every run reading "
+                             f"it (default: ${database.ENV_VAR}, else none)")
+    parser.add_argument("--database-read-only", action="store_true",
+                        help="read the shared database and write nothing to it, as pull-request CI does "
+                             "(default: a shared database is read and written)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="every failure in full and examples of each kind of note (default: the first failure "
                              "of each root cause in full, the others one line each; notes counted)")

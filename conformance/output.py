@@ -25,11 +25,12 @@ import pytest
 from . import render, reproduce
 from .verdict import ConformanceFailure
 
-__all__ = ["FAILURE", "NOTE", "STATUS", "RunOutput", "conformance_failures", "skip_unsupported"]
+__all__ = ["FAILURE", "NOTE", "STATUS", "WARNING", "RunOutput", "conformance_failures", "skip_unsupported"]
 
 FAILURE = "lstm-conformance-failure"  # user_properties key: a failure's data (one entry per failure)
 NOTE = "lstm-conformance-note"  # user_properties key: a note's data
 STATUS = "lstm-conformance-status"  # user_properties key: why a test did not run ("unsupported", ...)
+WARNING = "lstm-conformance-warning"  # user_properties key: a one-line warning about the run (the shared database)
 EXAMPLES_SHOWN = 3
 
 
@@ -150,12 +151,39 @@ class RunOutput:
         self.groups: dict[str, _Group] = {}
         self.notes: dict[str, dict[tuple, dict]] = {}  # kind -> distinct notes (first seen kept)
         self.all_failed: Optional[list] = None  # every failed report, while the followers are hidden
+        self.pending: list[str] = []  # warnings not yet shown (or, in an xdist worker, not yet sent)
+        self.shown: set[str] = set()
+
+    def warn(self, message: str) -> None:
+        """Show a one-line warning about the run: at start where given before the tests, else with the
+        report of the test during which it was given (which carries it from an xdist worker)."""
+        self.pending.append(message)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionstart(self, session: Any) -> Any:
+        result = yield  # the terminal's header first
+        if not _in_xdist_worker(self.config):
+            self._show(self.pending)
+            self.pending = []
+        return result
+
+    def _show(self, messages: list[str]) -> None:
+        """Each distinct warning once, where the terminal is (not in an xdist worker, which sends them)."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if _in_xdist_worker(self.config):
+            return
+        for message in messages:
+            if message not in self.shown and reporter is not None:
+                reporter.write_line(message, yellow=True)
+            self.shown.add(message)
 
     # ------------------------------------------------------------ where the test runs
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: Any, call: Any) -> Any:
         report = yield
+        report.user_properties.extend((WARNING, message) for message in self.pending)
+        self.pending = []
         if report.when != "call" or not report.failed or call.excinfo is None:
             return report
         failures = conformance_failures(call.excinfo.value)
@@ -194,6 +222,7 @@ class RunOutput:
     # ------------------------------------------------------------ where reports are shown
 
     def pytest_runtest_logreport(self, report: Any) -> None:
+        self._show(_properties(report, WARNING))
         if report.when != "call":
             return
         for note in _properties(report, NOTE):
@@ -262,6 +291,10 @@ class RunOutput:
             if verbose:
                 for note in list(notes.values())[:EXAMPLES_SHOWN]:
                     writer.write_line(f"  {render.note(note)}")
+
+
+def _in_xdist_worker(config: Any) -> bool:
+    return getattr(config, "workerinput", None) is not None
 
 
 def _failure_text(datas: list[dict]) -> str:

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.errors import InvalidArgument
 
-from . import expected
+from . import database, expected
 from .candidates import Candidate
 from .checks import Runner
 from .output import FAILURE, NOTE, RunOutput
@@ -51,6 +51,9 @@ _OPTION_DEFAULTS = {"lstm_isolation": "process", "lstm_timeout": DEFAULT_TIMEOUT
 _ALIASES: dict[str, settings] = {}
 
 _CANDIDATE = pytest.StashKey[Candidate]()
+_DATABASE = pytest.StashKey[tuple]()  # the shared database's (Location, origin), where one is given
+_SHARED = pytest.StashKey[database.Shared]()
+_WORKER_DATABASE = "lstm_conformance_database"  # xdist workerinput key: the controller's shared database
 _EXPECTED = pytest.StashKey[tuple]()
 _PROFILE = pytest.StashKey[str]()  # the suite's profile, a key of PROFILES
 _WHEN = pytest.StashKey[list]()  # expected-failure entries with case properties, per test
@@ -88,6 +91,12 @@ def pytest_addoption(parser: Any) -> None:
                          "others in one line each")
     group.addoption("--lstm-reproducers", default=None, metavar="DIR",
                     help="also save each failure's reproducer script into DIR (each failure carries it anyway)")
+    group.addoption("--lstm-database", default=None, metavar="URL",
+                    help="a shared example database for the suite's tests, beside the local one: a folder or "
+                         f"redis://host:port/db (the redis extra). Failures found are saved there and replayed "
+                         f"first by every run that reads it. Default: ${database.ENV_VAR}, else none")
+    group.addoption("--lstm-database-read-only", action="store_true", default=False,
+                    help="read the shared example database and write nothing to it (pull-request CI)")
 
 
 @pytest.hookimpl(tryfirst=True)  # before hypothesis' own plugin loads --hypothesis-profile
@@ -98,7 +107,13 @@ def pytest_configure(config: Any) -> None:
     config.addinivalue_line("markers", "stress: stress tier, run only with --lstm-stress")
     config.stash[_PROFILE] = _profile(config)
     _let_hypothesis_load(config.getoption("hypothesis_profile", None))
-    config.pluginmanager.register(RunOutput(config), "lstm-conformance-output")
+    output = RunOutput(config)
+    config.pluginmanager.register(output, "lstm-conformance-output")
+    if _DATABASE in config.stash:
+        location = config.stash[_DATABASE][0]
+        shared = config.stash[_SHARED] = database.Shared(location, config.getoption("lstm_database_read_only"),
+                                                         output.warn)
+        shared.check()  # at start: an unusable database is a warning now, not an error later
     if config.getoption("lstm_isolation") == "process":
         if _starts_the_worker_server(config):
             # one process imports torch for every worker of the run, while this one starts
@@ -151,8 +166,29 @@ def _check_options(config: Any) -> None:
         folder = option.lstm_reproducers
         if folder is not None and (not folder.strip() or (Path(folder).exists() and not Path(folder).is_dir())):
             raise OptionError(f"--lstm-reproducers must be a folder (it is made if missing), got {folder!r}")
+        _check_database(config)
     except OptionError as exc:
         raise pytest.UsageError(f"lstm-conformance: {exc}") from None
+
+
+def _check_database(config: Any) -> None:
+    """The shared database's location and origin, from --lstm-database, else the environment variable."""
+    option = config.option
+    url = option.lstm_database
+    if url is None:  # an xdist worker, perhaps on another host: the controller's environment variable's value
+        url = getattr(config, "workerinput", {}).get(_WORKER_DATABASE)
+    found = database.given(url, "--lstm-database", option.lstm_database_read_only,
+                           config.getoption("hypothesis_seed", None), "--hypothesis-seed")
+    if found is not None:
+        config.stash[_DATABASE] = found
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: each worker gets the controller's shared database, which an environment variable may have
+    named (a worker on another host does not have the controller's environment)."""
+    if _DATABASE in node.config.stash:
+        node.workerinput[_WORKER_DATABASE] = node.config.stash[_DATABASE][0].url
 
 
 def _choice(option: str, value: Any, choices: Any) -> None:
@@ -203,6 +239,13 @@ def _suite_settings(config: Any) -> settings:
         changes["derandomize"] = False  # hypothesis' ci profile derandomizes: the user's seed must count
     if config.getoption("lstm_max_examples") is not None:
         changes["max_examples"] = config.getoption("lstm_max_examples")
+    shared = config.stash.get(_SHARED, None)
+    if shared is not None:  # beside the session's own database, which keeps this machine's failures
+        changes["database"] = database.combined(chosen.database, shared)
+        if not shared.read_only:
+            # a run that writes to a shared database is a campaign: each run explores its own examples,
+            # even under CI, whose hypothesis profile would have every run draw the same ones
+            changes["derandomize"] = False
     return settings(chosen, **changes) if changes else chosen
 
 
@@ -211,7 +254,19 @@ def _examples_per_test(config: Any) -> int:
 
 
 def _is_xdist_controller(config: Any) -> bool:
-    return getattr(config, "workerinput", None) is None and bool(config.getoption("numprocesses", None))
+    """Whether this process hands the tests to xdist workers (-n, or --tx with --dist)."""
+    distributed = config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None))
+    return getattr(config, "workerinput", None) is None and distributed
+
+
+def _has_local_workers(config: Any) -> bool:
+    """Whether some of the xdist workers run on this machine (popen), where the worker server serves them;
+    a worker on another host (--tx socket= or ssh=) starts its own worker processes."""
+    import execnet
+
+    # a spec may be counted: --tx 3*popen
+    specs = [spec.partition("*")[2] if spec.partition("*")[0].isdigit() else spec for spec in config.getoption("tx")]
+    return any(execnet.XSpec(spec).popen for spec in specs)
 
 
 def _runs_suite_here(config: Any) -> bool:
@@ -224,8 +279,11 @@ def _runs_suite_here(config: Any) -> bool:
 
 
 def _starts_the_worker_server(config: Any) -> bool:
-    """A plain pytest process running the suite, or the xdist controller (its workers share the server)."""
+    """A plain pytest process running the suite, or the xdist controller of local workers (they share the
+    server)."""
     if getattr(config, "workerinput", None) is not None or config.getoption("collectonly", False):
+        return False
+    if _is_xdist_controller(config) and not _has_local_workers(config):
         return False
     return _suite_selected(config)
 
@@ -267,7 +325,21 @@ def pytest_report_header(config: Any) -> list[str]:
     return [f"lstm-conformance: checking {candidate.name} = {candidate.path} ({candidate.kind}), "
             f"from {candidate.origin}", *known,
             f"lstm-conformance: reference torch {_torch_version()}, profile '{config.stash[_PROFILE]}' "
-            f"({_examples_per_test(config)} examples per test; the suite's tests only)"]
+            f"({_examples_per_test(config)} examples per test; the suite's tests only)", *_database_header(config)]
+
+
+def _database_header(config: Any) -> list[str]:
+    shared = config.stash.get(_SHARED, None)
+    if shared is None:
+        return []
+    use = "read-only" if shared.read_only else "read and written; each run draws its own examples"
+    if settings.default.database is not None:
+        state = "beside the local database" if shared.usable else "unusable: the local database only"
+    else:
+        state = "alone (the session's hypothesis profile has no database)" if shared.usable else \
+            "unusable, and the session's hypothesis profile has no database: none at all"
+    return [f"lstm-conformance: shared example database {shared.location} ({use}), from {config.stash[_DATABASE][1]}, "
+            f"{state}; the suite's tests only"]
 
 
 def _torch_version() -> str:

@@ -4,7 +4,7 @@
 # Safe to run again: when .venv already holds what this run would install (the same torch pin,
 # extras and pyproject.toml), it says so and installs nothing; remove .venv to start afresh.
 # Real ports' extras are added by name: `bash scripts/setup.sh onnxruntime keras` or
-# LSTM_EXTRAS="onnxruntime keras" (extras: onnxruntime, jax, keras, paddle, all).
+# LSTM_EXTRAS="onnxruntime keras" (extras: onnxruntime, jax, keras, paddle, redis, all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}

@@ -2,9 +2,10 @@
 
 The ``pytest11`` entry point loads the plugin into every pytest session of the environment a port
 author installs lstm-conformance into.  A project of their own (its hypothesis tests and profile,
-a ``stress/`` folder, a ``stress`` marker of its own, a stale ``LSTM_CONFORMANCE_IMPL``) must run
-exactly as it does with the plugin disabled: the same outcome per test, the same hypothesis
-settings, the same header, and torch never imported.
+a ``stress/`` folder, a ``stress`` marker of its own, a stale ``LSTM_CONFORMANCE_IMPL`` or
+``LSTM_CONFORMANCE_DATABASE``) must run exactly as it does with the plugin disabled: the same outcome
+per test, the same hypothesis settings (its example database too), the same header, and torch never
+imported.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def test_a_property(x):
     with open(os.environ["FOREIGN_OUT"] + ".settings", "w") as out:
         json.dump({"max_examples": current.max_examples, "deadline": repr(current.deadline),
                    "derandomize": current.derandomize, "phases": repr(current.phases),
-                   "print_blob": current.print_blob}, out)
+                   "print_blob": current.print_blob, "database": repr(current.database)}, out)
 
 
 def test_the_property_ran_as_many_examples_as_the_project_says(expected_examples):
@@ -138,7 +139,8 @@ def test_a_foreign_project_runs_as_without_the_plugin(tmp_path: Path, own_profil
                                                       ci: str | None) -> None:
     project = _project(tmp_path / "project", own_profile)
     args = ["--strict-markers", "--continue-on-collection-errors"] if strict_markers else []
-    env = {"LSTM_CONFORMANCE_IMPL": "nope", "CI": ci}  # a stale implementation, left from another shell
+    # a stale implementation and shared database, left from another shell (either would be a usage error)
+    env = {"LSTM_CONFORMANCE_IMPL": "nope", "LSTM_CONFORMANCE_DATABASE": "nope://stale", "CI": ci}
     name = _plugin_name()
     installed = _run(project, "with", args, env)
     disabled = _run(project, "without", [*args, "-p", f"no:{name}"], env)
