@@ -526,8 +526,6 @@ FOCI: dict[str, dict[str, Any]] = {
         "unbatched", "packed", "packed_unsorted", "noncontiguous", "requires_grad", "argument_forms")},
     "noncontiguous_hx": {"require": {"noncontiguous", "initial_state"}, "views": "hx"},
     "float64": {"dtype": "float64"},
-    "float16": {"dtype": "float16"},
-    "bfloat16": {"dtype": "bfloat16"},
     # training mode: what holds for any correct port, however it draws its dropout masks
     "train_dropout_0_equals_eval": {"training": True, "dropout": st.just(0.0)},
     "train_dropout_1_is_deterministic": {"training": True, "dropout": st.just(1.0), "require": {"dropout"}},
@@ -555,7 +553,10 @@ FOCI: dict[str, dict[str, Any]] = {
     "mixed_scales": {"values": "mixed", "training": False},
     "zero_values": {"values": "zeros"},
     "special_values": {"values": "special", "training": False},
-    # half precision beyond unit scale: float16 overflows past 65504, bfloat16 has float32's range
+    # half precision, last (its cases are the slowest): every axis, and beyond unit scale, where float16
+    # overflows past 65504 and bfloat16 has float32's range
+    "float16": {"dtype": "float16"},
+    "bfloat16": {"dtype": "bfloat16"},
     "float16_large_values": {"dtype": "float16", "values": "large", "training": False},
     "bfloat16_large_values": {"dtype": "bfloat16", "values": "large", "training": False},
 }

@@ -6,13 +6,14 @@ from typing import Callable
 
 import pytest
 from hypothesis import HealthCheck, find, given, settings
+from hypothesis.errors import NoSuchExample
 
 from hypothesis import strategies as st
 
 from conformance.adapters import Capabilities
 from conformance.case import Case
-from conformance.strategies import (BATCH_BOUNDARIES, BATCH_SPAN, FEATURE_BOUNDARIES, FEATURE_SPAN, FOCI, MAX_COST,
-                                    MAX_LAYERS, STEP_BOUNDARIES, STEP_SPAN, STRESS, batch_sizes, case_cost, cases,
+from conformance.strategies import (BATCH_BOUNDARIES, BATCH_SPAN, FEATURE_BOUNDARIES, FEATURE_SPAN, FOCI,
+                                    HALF_COST_SHARE, MAX_COST, MAX_LAYERS, STEP_BOUNDARIES, STEP_SPAN, STRESS, batch_sizes, case_cost, cases,
                                     focus_cases, hidden_sizes, input_sizes, seq_lens)
 
 _FIND = settings(max_examples=3000, database=None, suppress_health_check=list(HealthCheck))
@@ -257,3 +258,35 @@ def test_a_value_focus_puts_its_kind_in_every_example(focus: str, kind: str) -> 
         assert KIND_HOLDS[kind](case) or case.call.batch == 0, case
 
     check()
+
+
+# ------------------------------------------------------------------------------ half precision
+@pytest.mark.parametrize("focus", ["float16", "bfloat16", "float16_large_values", "bfloat16_large_values"])
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_a_half_focus_draws_its_dtype_in_every_example_within_a_quarter_of_the_cost(focus: str,
+                                                                                    data: st.DataObject) -> None:
+    case = data.draw(focus_cases(Capabilities(), focus))
+    assert case.config.dtype == FOCI[focus]["dtype"]
+    assert case_cost(case.config, case.call.seq_len, case.call.batch) <= MAX_COST // HALF_COST_SHARE
+
+
+@settings(max_examples=200, deadline=None)
+@given(cases())
+def test_other_tests_draw_full_precision_where_the_port_declares_it(case: Case) -> None:
+    assert case.config.dtype in ("float32", "float64")
+
+
+@settings(max_examples=50, deadline=None)
+@given(cases(Capabilities(dtypes={"bfloat16"})))
+def test_a_port_declaring_only_half_precision_gets_it_everywhere(case: Case) -> None:
+    assert case.config.dtype == "bfloat16"
+
+
+def test_bfloat16_large_values_go_past_float16s_range_and_float16s_do_not() -> None:
+    past = find(focus_cases(Capabilities(), "bfloat16_large_values"),
+                lambda c: c.call.c0_values.scale > 65504, settings=_FIND)
+    assert past.call.c0_values.scale == 1e6
+    with pytest.raises(NoSuchExample):
+        find(focus_cases(Capabilities(), "float16_large_values"), lambda c: c.call.x_values.scale > 1e4,
+             settings=settings(_FIND, max_examples=300))
