@@ -4,7 +4,8 @@ Draws random cases with the suite's own strategies (``conformance.strategies.cas
 the suite's tests draw them (up to ``--hidden`` units, ``--steps`` steps, ``--batch`` rows), one group
 per dtype and kind of values, and runs each port on every case.  For each port and group it prints how
 many cases failed and the largest *margin*: the worst element's ``|a - o| / (atol + rtol * |o|)`` over
-the output, h_n and c_n (1 is the line; a correct port should stay well below it).  With
+the output, h_n and c_n (1 is the line; a correct port should stay well below it), and for each group
+torch's own largest error against the oracle, in eps of the dtype.  With
 ``--gradients`` it also runs the gradient check on every case and counts the failures.
 
     python scripts/tolerance_margins.py --dtypes float16 bfloat16 --cases 30 \\
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from conformance import dtypes  # noqa: E402
 from conformance.adapters import Capabilities  # noqa: E402
 from conformance.checks import judged  # noqa: E402
 from conformance.compare import within  # noqa: E402
@@ -53,13 +55,27 @@ def margin(actual: np.ndarray, oracle: np.ndarray, reference: np.ndarray, tol: A
     return worst if within(a, o, tol, reference)[~both].all() else float("inf")
 
 
-def case_margin(candidate: Any, case: Any, native: bool) -> float:
-    """The worst margin of the candidate's output, h_n and c_n on one case (inf: wrong shape, dtype or specials),
-    with torch's reference on its native kernels where ``native`` says so."""
+def reference(case: Any, native: bool) -> Any:
+    """torch's result and the oracle on a case (``conformance.reference.Expected``), with torch on its native
+    kernels where ``native`` says so."""
     import torch
 
     with torch.backends.mkldnn.flags(enabled=False) if native else contextlib.nullcontext():
-        expected = expected_for(case)
+        return expected_for(case)
+
+
+def torch_error(case: Any, expected: Any) -> float:
+    """torch's own largest error against the oracle over the output, h_n and c_n, in eps of the case's dtype."""
+    worst = 0.0
+    for name in ("output", "h_n", "c_n"):
+        theirs, truth, _ = judged(case, expected, name)
+        both = np.isfinite(theirs.astype(np.float64)) & np.isfinite(truth)
+        worst = max(worst, float(np.max(np.abs(theirs.astype(np.float64) - truth)[both], initial=0.0)))
+    return worst / dtypes.eps(case.config.dtype)
+
+
+def case_margin(candidate: Any, case: Any, expected: Any) -> float:
+    """The worst margin of the candidate's output, h_n and c_n on one case (inf: wrong shape, dtype or specials)."""
     try:
         instance = candidate.build(case.config, expected.model.state_dict())
         got = candidate.run(instance, expected.args, case.call.training, case.call.packed, case.call.arguments)
@@ -67,10 +83,10 @@ def case_margin(candidate: Any, case: Any, native: bool) -> float:
         return float("inf")
     worst = 0.0
     for name, mine in got.parts().items():
-        reference, truth, tol = judged(case, expected, name)
-        if mine.shape != truth.shape or mine.dtype != reference.dtype:
+        theirs, truth, tol = judged(case, expected, name)
+        if mine.shape != truth.shape or mine.dtype != theirs.dtype:
             return float("inf")
-        worst = max(worst, margin(mine, truth, reference, tol))
+        worst = max(worst, margin(mine, truth, theirs, tol))
     return worst
 
 
@@ -118,8 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         for kind in args.kinds:
             start = time.time()
             drawn = draw_cases(dtype, kind, args.cases, args)
+            expected = [reference(case, args.native) for case in drawn]
+            errors = [torch_error(case, e) for case, e in zip(drawn, expected)]
+            print(f"{dtype:9} {kind:8} torch's own error against the oracle: up to {max(errors):.2g} eps "
+                  f"(median {float(np.median(errors)):.2g})", flush=True)
             for candidate in candidates:
-                margins = [case_margin(candidate, case, args.native) for case in drawn]
+                margins = [case_margin(candidate, case, e) for case, e in zip(drawn, expected)]
                 line = (f"{dtype:9} {kind:8} {candidate.name:55} forward failed {sum(m > 1 for m in margins):3}"
                         f"/{len(drawn)}, largest margin {max(margins, default=0.0):.3g}")
                 if args.gradients and unsupported_reason(candidate) is not None:
