@@ -30,7 +30,7 @@ from .candidates import Candidate
 from .checks import Runner
 from .output import FAILURE, NOTE, RunOutput
 from .verdict import Note
-from . import forkserver, isolation
+from . import forkserver, isolation, process_ports
 from .isolation import DEFAULT_TIMEOUT
 from .options import OptionError, positive_float, positive_int
 from .registry import ENV_VAR, ResolutionError, resolve
@@ -88,6 +88,9 @@ def pytest_addoption(parser: Any) -> None:
                          "others in one line each")
     group.addoption("--lstm-reproducers", default=None, metavar="DIR",
                     help="also save each failure's reproducer script into DIR (each failure carries it anyway)")
+    group.addoption("--lstm-validate-protocol", action="store_true", default=False,
+                    help="for a process port: check every message, both ways, against the protocol's schema "
+                         "(docs/process-protocol.schema.json)")
 
 
 @pytest.hookimpl(tryfirst=True)  # before hypothesis' own plugin loads --hypothesis-profile
@@ -95,6 +98,7 @@ def pytest_configure(config: Any) -> None:
     if not _conformance_run(config):
         return
     _check_options(config)
+    _tell_process_ports(config)
     config.addinivalue_line("markers", "stress: stress tier, run only with --lstm-stress")
     config.stash[_PROFILE] = _profile(config)
     _let_hypothesis_load(config.getoption("hypothesis_profile", None))
@@ -153,6 +157,14 @@ def _check_options(config: Any) -> None:
             raise OptionError(f"--lstm-reproducers must be a folder (it is made if missing), got {folder!r}")
     except OptionError as exc:
         raise pytest.UsageError(f"lstm-conformance: {exc}") from None
+
+
+def _tell_process_ports(config: Any) -> None:
+    """The per-case limit and the validating mode, for a process port's sessions in every process of the
+    run (the worker processes take this process's environment)."""
+    os.environ[process_ports.TIMEOUT_ENV] = str(config.getoption("lstm_timeout"))
+    if config.getoption("lstm_validate_protocol"):
+        os.environ[process_ports.VALIDATE_ENV] = "1"
 
 
 def _choice(option: str, value: Any, choices: Any) -> None:

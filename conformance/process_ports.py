@@ -30,6 +30,7 @@ import json
 import os
 import shlex
 import shutil
+import time
 import weakref
 from dataclasses import dataclass, fields
 from functools import lru_cache
@@ -38,7 +39,7 @@ from typing import Any, ClassVar, Mapping, Optional
 
 import numpy as np
 
-from . import schema, wire
+from . import schema, timing, wire
 from .adapters import Adapter, ArrayInput, ArrayResult, Capabilities
 from .arrays import LSTMConfig, PackedArrays
 from .isolation import DEFAULT_TIMEOUT, RETRY_FACTOR
@@ -313,7 +314,12 @@ class Session:
         """Send a request and return its reply of an ``expected`` type; an ``error`` reply raises the
         exception the port named, ``unsupported`` raises :class:`PortUnsupported`."""
         self.ensure_started()
+        started_at, started = time.time(), time.perf_counter()
         reply = self._exchange(message, (*expected, "error", "unsupported"), _request_timeout(), doing)
+        if timing.ENABLED:  # the protocol's cost: the round trip less the port's own time, where it says it
+            spent = reply.get("seconds")
+            own = spent if isinstance(spent, (int, float)) and not isinstance(spent, bool) and spent >= 0 else 0.0
+            timing.record(timing.PROTOCOL, started_at, max(0.0, time.perf_counter() - started - own))
         if reply["type"] == "error":
             raise _port_exception(reply.get("error"), self.child)
         if reply["type"] == "unsupported":

@@ -12,6 +12,7 @@
  *       capabilities: { features: ['multi_layer', 'batch_first'], dtypes: ['float32'], errors: 'raises',
  *                       gradients: false },
  *       construct(config, weights) { return buildModel(config, weights); },   // optional
+ *       release(model) { model.dispose(); },                                   // optional
  *       forward(model, input, hx, training) { return { output, h_n, c_n }; },  // may return a Promise
  *     });
  *
@@ -178,6 +179,8 @@ function serve(port) {
 
   async function handle(message) {
     const id = message.id;
+    const started = performance.now();
+    const seconds = () => (performance.now() - started) / 1000; // the port's own time, for the benchmark
     try {
       switch (message.type) {
         case 'start':
@@ -187,21 +190,24 @@ function serve(port) {
             capabilities: port.capabilities,
           });
         case 'construct': {
-          for (const released of message.release) models.delete(released);
+          for (const released of message.release) {
+            if (port.release && models.has(released)) port.release(models.get(released));
+            models.delete(released);
+          }
           const model = port.construct ? await port.construct(message.config, message.weights)
             : { config: message.config, weights: message.weights };
           models.set(message.model, model);
-          return send({ type: 'constructed', id });
+          return send({ type: 'constructed', id, seconds: seconds() });
         }
         case 'forward': {
           const result = await port.forward(modelFor(message), message.input, message.hx, message.training);
-          return send({ type: 'result', id, output: result.output, h_n: result.h_n, c_n: result.c_n });
+          return send({ type: 'result', id, output: result.output, h_n: result.h_n, c_n: result.c_n, seconds: seconds() });
         }
         case 'backward': {
           if (!port.backward) throw new Unsupported('this port declares no gradients');
           const gradients = await port.backward(modelFor(message), message.input, message.hx, message.cotangents,
             message.training);
-          return send({ type: 'gradients', id, gradients });
+          return send({ type: 'gradients', id, gradients, seconds: seconds() });
         }
         case 'stop':
           return process.exit(0);
@@ -211,7 +217,7 @@ function serve(port) {
     } catch (error) {
       if (error instanceof Unsupported) return send({ type: 'unsupported', id, reason: error.message });
       const type = (error && error.name) || 'Error';
-      return send({ type: 'error', id, error: { type, message: String((error && error.message) ?? error) } });
+      return send({ type: 'error', id, error: { type, message: String((error && error.message) ?? error) }, seconds: seconds() });
     }
   }
 
