@@ -97,10 +97,8 @@ class PortSpec:
     def describe(self) -> str:
         """``node port.js in implementations/js/tfjs``, for the header and messages."""
         folder = Path(self.folder)
-        try:
+        if folder != Path.cwd() and Path.cwd() in folder.parents:  # below the current folder: shorter
             folder = folder.relative_to(Path.cwd())
-        except ValueError:
-            pass
         return f"{shlex.join(self.argv)} in {folder}"
 
 

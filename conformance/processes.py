@@ -294,6 +294,9 @@ class ChildProcess:
 
 
 def _quoted(lines: list[str]) -> str:
+    """What the process last wrote to stderr: its last line inline (a one-line summary keeps it), and
+    the lines before it below."""
     if not lines:
         return "; it wrote nothing to stderr"
-    return "; the last lines of its stderr:\n" + "\n".join(f"    {line}" for line in lines)
+    block = "\n".join(f"    {line}" for line in lines)
+    return f"; its last stderr line: {lines[-1].strip()!r}" + (f"; its stderr ended:\n{block}" if len(lines) > 1 else "")

@@ -281,8 +281,8 @@ def test_a_bad_handshake_is_a_one_line_resolution_error(behaviour: str, message:
 @pytest.mark.parametrize("behaviour, kind, message", [
     ("wrong-id", ProtocolError, "a reply to a request that was not made"),
     ("text-on-stdout", FrameError, "b'computing the forward pass"),
-    ("exit-on-forward", ProcessCrashed, "exited with status 3 instead of replying; the last lines of its stderr:\n"
-                                        "    fatal: out of cheese"),
+    ("exit-on-forward", ProcessCrashed, "exited with status 3 instead of replying; its last stderr line: "
+                                        "'fatal: out of cheese'"),
     ("no-c_n", ProtocolError, "sent a result without c_n"),
 ])
 def test_a_port_that_breaks_the_protocol_fails_the_case_and_is_restarted(behaviour: str, kind: type,
@@ -436,18 +436,23 @@ def test_the_js_helper_rounds_half_precision_as_numpy_does() -> None:
     values = values.astype(np.float32).astype(np.float64)  # bfloat16 rounds a float32
     script = f"""
         const h = require({str(REPO / 'implementations' / 'js' / 'lstm-port.js')!r});
-        const values = JSON.parse(require('fs').readFileSync(0, 'utf8'));
-        const f16 = values.map(h.numberToFloat16), bf16 = values.map(h.numberToBfloat16);
-        process.stdout.write(JSON.stringify({{f16, bf16, back16: f16.map(h.float16ToNumber),
-                                              backbf: bf16.map(h.bfloat16ToNumber)}}));
+        const {{ values }} = h.decodeMessage(require('fs').readFileSync(0));
+        const numbers = h.toNumbers(values);
+        const f16 = h.fromNumbers(numbers, 'float16', values.shape);
+        const bf16 = h.fromNumbers(numbers, 'bfloat16', values.shape);
+        const back = (a) => h.makeArray('float64', a.shape, h.toNumbers(a));
+        process.stdout.write(h.encodeMessage({{ f16, bf16, back16: back(f16), backbf: back(bf16) }}));
     """
-    out = subprocess.run(["node", "-e", script], input=json.dumps(values.tolist()), capture_output=True, text=True,
+    out = subprocess.run(["node", "-e", script], input=wire.encode({"values": values}), capture_output=True,
                          check=True, timeout=60).stdout
-    got = json.loads(out)
-    assert got["f16"] == values.astype(np.float16).view(np.uint16).tolist()
-    assert got["bf16"] == values.astype(ml_dtypes.bfloat16).view(np.uint16).tolist()
-    assert got["back16"] == values.astype(np.float16).astype(np.float64).tolist()
-    assert got["backbf"] == values.astype(ml_dtypes.bfloat16).astype(np.float64).tolist()
+    got = wire.decode(out[4:])  # after the frame's length
+    with np.errstate(over="ignore"):  # 65520 and beyond round to inf in float16: that is the point
+        half = values.astype(np.float16)
+    assert got["f16"].dtype == np.float16 and got["bf16"].dtype == ml_dtypes.bfloat16
+    assert got["f16"].view(np.uint16).tolist() == half.view(np.uint16).tolist()
+    assert got["bf16"].view(np.uint16).tolist() == values.astype(ml_dtypes.bfloat16).view(np.uint16).tolist()
+    np.testing.assert_array_equal(got["back16"], half.astype(np.float64))
+    np.testing.assert_array_equal(got["backbf"], values.astype(ml_dtypes.bfloat16).astype(np.float64))
 
 
 @needs_node
@@ -496,3 +501,101 @@ def test_no_process_of_a_stopped_session_remains() -> None:
 def test_a_process_failure_is_not_an_exception_a_check_would_record_as_raised() -> None:
     """A port's crash must never pass an error test as "raised where torch raises"."""
     assert not issubclass(ProcessFailure, Exception) and issubclass(ProcessFailure, BaseException)
+
+
+# ----------------------------------------------------------------------------- the real JavaScript ports
+#: registry name -> the dtypes it declares and the features it declares absent, as its port.js says.
+JS_REAL = {"tfjs": dict(dtypes={"float32"}, lacks={"proj_size"}, package="@tensorflow/tfjs"),
+           "onnxruntime-node": dict(dtypes={"float32"}, lacks={"proj_size", "dropout"}, package="onnxruntime-node")}
+
+
+def _real_port(name: str):
+    """The resolved adapter class of a registered JavaScript port, or a skip naming what to install."""
+    if __import__("shutil").which("node") is None:
+        pytest.skip("node is not installed")
+    folder = process_ports.REGISTERED[name].parent
+    if not (folder / "node_modules" / JS_REAL[name]["package"]).is_dir():
+        pytest.skip(f"{name}'s npm packages are not installed: bash scripts/setup.sh {name}")
+    return resolve(name).target
+
+
+@pytest.mark.parametrize("name", list(JS_REAL))
+def test_a_real_js_port_declares_what_its_source_says(name: str) -> None:
+    from conformance.adapters import FEATURES
+
+    cls = _real_port(name)
+    caps = cls.capabilities
+    assert set(caps.dtypes) == JS_REAL[name]["dtypes"] and set(FEATURES) - caps.features == JS_REAL[name]["lacks"]
+    assert caps.errors == "raises" and caps.gradients is False
+    source = (process_ports.REGISTERED[name].parent / "port.js").read_text()
+    for word in ("float64", *JS_REAL[name]["lacks"]):
+        assert word in source.split("What it lacks:")[1], f"{name}'s port.js does not say why it lacks {word}"
+
+
+@pytest.mark.parametrize("name", list(JS_REAL))
+def test_a_real_js_port_conforms_and_a_wrong_weight_mapping_is_flagged(name: str) -> None:
+    from tests.test_real_ports import _gates_swapped
+
+    cls = _real_port(name)
+    for case in (DENSE, PACKED):
+        check_forward(resolve(name), case)
+
+    def wrong_init(self, config: LSTMConfig, weights: dict) -> None:
+        cls.__init__(self, config, _gates_swapped(weights))
+
+    wrong = type(f"GatesSwapped{cls.__name__}", (cls,), {"__init__": wrong_init})
+    from conformance.candidates import make_candidate
+
+    with pytest.raises(ConformanceFailure) as failure:
+        check_forward(make_candidate(wrong, name=f"{name} with i and f swapped"), DENSE)
+    assert any(p.kind == "values" for p in failure.value.problems), failure.value
+    process_ports.stop_sessions()
+
+
+@pytest.mark.parametrize("name", list(JS_REAL))
+def test_a_real_js_port_expected_failures_parse_and_name_tests_it_runs(name: str, suite_ids: list[str]) -> None:
+    from conformance import expected
+    from tests.test_real_ports import check_expected_entries
+
+    manifest = json.loads(process_ports.REGISTERED[name].read_text())
+    path = (process_ports.REGISTERED[name].parent / manifest["expected_failures"]).resolve()
+    assert path == REPO / "implementations" / "expected" / f"{name}.txt"
+    check_expected_entries(expected.load(path), JS_REAL[name], suite_ids)
+
+
+@pytest.fixture(scope="module")
+def suite_ids() -> list[str]:
+    from conformance import expected
+
+    result = run_pytest(["--collect-only", "-q", "--lstm-impl=numpy", "conformance/suite"], cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return [expected.short_id(line.strip()) for line in result.stdout.splitlines() if "::" in line]
+
+
+def test_the_onnx_graphs_written_in_javascript_are_the_python_ports() -> None:
+    """onnxruntime-node runs the very graphs the Python onnxruntime port runs: the same ModelProto."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import base64
+
+    import onnx
+
+    from implementations.onnxruntime_lstm import OnnxRuntimeLSTM
+
+    if __import__("shutil").which("node") is None:
+        pytest.skip("node is not installed")
+    script = textwrap.dedent(f"""
+        const {{ lstmModel }} = require({str(REPO / 'implementations/js/onnxruntime-node/onnx-graph.js')!r});
+        const {{ decodeMessage }} = require({str(REPO / 'implementations/js/lstm-port.js')!r});
+        const message = decodeMessage(require('fs').readFileSync(0));
+        process.stdout.write(Buffer.from(lstmModel(message.config, message.weights, message.hx, message.lens))
+                                   .toString('base64'));
+    """)
+    for config in (LSTMConfig(3, 4, num_layers=2, bidirectional=True), LSTMConfig(2, 3, bias=False)):
+        weights = {k: v.detach().numpy() for k, v in Case(config, Call(seq_len=1)).build()[0].state_dict().items()}
+        for hx in (False, True):
+            for lens in (False, True):
+                body = wire.encode({"config": config.__dict__, "weights": weights, "hx": hx, "lens": lens})
+                out = subprocess.run(["node", "-e", script], input=body, capture_output=True, check=True, timeout=60)
+                written = onnx.ModelProto.FromString(base64.b64decode(out.stdout))
+                assert written == OnnxRuntimeLSTM(config, weights)._model(hx, lens), (config, hx, lens)

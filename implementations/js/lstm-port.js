@@ -90,14 +90,16 @@ function numberToFloat16(value) {
   if (Number.isNaN(value)) return sign | 0x7e00;
   const magnitude = Math.abs(value);
   if (magnitude >= 65520) return sign | 0x7c00; // rounds past the largest float16: infinity
-  if (magnitude < 2 ** -14) return sign | Math.round(magnitude * 2 ** 24); // subnormal: round half even
+  if (magnitude < 2 ** -14) return sign | roundHalfEven(magnitude * 2 ** 24); // subnormal (1024: the smallest normal)
   const exponent = Math.floor(Math.log2(magnitude));
-  const scaled = magnitude / 2 ** exponent; // in [1, 2)
-  let fraction = scaled * 1024 - 1024;
-  const floor = Math.floor(fraction);
-  const rest = fraction - floor;
-  fraction = rest > 0.5 || (rest === 0.5 && floor % 2 === 1) ? floor + 1 : floor;
+  const fraction = roundHalfEven((magnitude / 2 ** exponent) * 1024 - 1024); // the significand is in [1, 2)
   return sign + (exponent + 15) * 1024 + fraction; // a carry into the exponent is right as it is
+}
+
+function roundHalfEven(x) {
+  const floor = Math.floor(x);
+  const rest = x - floor;
+  return rest > 0.5 || (rest === 0.5 && floor % 2 === 1) ? floor + 1 : floor;
 }
 
 /** An array's values as plain numbers (Float64Array), whatever its dtype. */
