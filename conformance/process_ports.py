@@ -250,7 +250,12 @@ def _validating() -> bool:
 
 
 class Session:
-    """One port program serving this process: requests and replies, restarts, the models it holds."""
+    """One port program serving this process: requests and replies, restarts, the models it holds.
+
+    A model is sent to the program with the first request that uses it (``construct``, then that
+    request, in one write; the replies are read in order): one wake-up of the program per call, and a
+    program restarted since (after a crash) gets the model again the same way.
+    """
 
     def __init__(self, port: PortSpec) -> None:
         self.port = port
@@ -258,7 +263,9 @@ class Session:
         self.next_id = 0
         self.next_model = 0
         self.hello: Optional[Hello] = None
-        self.released: list[int] = []  # models dropped here, to be released with the next construct
+        self.models: dict[int, dict] = {}  # model -> its construct request, while an adapter holds it
+        self.built: set[int] = set()  # the models the running program holds
+        self.released: list[int] = []  # models it holds that no adapter needs: released with the next construct
         self.validate = _validating()
 
     # ---------------------------------------------------------------- lifecycle
@@ -268,9 +275,10 @@ class Session:
             return self.hello
         check_runnable(self.port)
         self.child.start()
-        self.released.clear()  # the models of a previous run died with it
-        reply = self._exchange({"type": "start", "protocol": PROTOCOL_VERSION}, ("started",),
-                               timeout=self.port.startup_timeout, doing="the handshake (start)")
+        self.built.clear()  # the models of a previous run died with it
+        self.released.clear()
+        reply, = self._exchange([({"type": "start", "protocol": PROTOCOL_VERSION}, ("started",), "the handshake")],
+                                timeout=self.port.startup_timeout)
         version = reply.get("protocol")
         if version != PROTOCOL_VERSION:
             self.child.fail(ProtocolError, f"speaks protocol version {version!r}; this suite speaks "
@@ -285,45 +293,59 @@ class Session:
         """Send ``stop`` (the program exits), then make sure it has."""
         if self.child.running:
             try:
-                self.child.send(self._frame({"type": "stop", "id": self._id()}))
+                self.child.send([self._frame({"type": "stop", "id": self._id()})], timeout=1.0)
             except ProcessFailure:
                 pass
         self.child.stop()
         self.hello = None
 
     # ---------------------------------------------------------------- requests
-    def construct(self, config: LSTMConfig, weights: Mapping[str, np.ndarray]) -> tuple[int, int]:
-        """Build a model in the program; its handle ``(start, model)``: a restart forgets every model."""
-        self.ensure_started()
+    def define(self, config: LSTMConfig, weights: Mapping[str, np.ndarray]) -> int:
+        """A model for the program, built there with the first request that uses it (see the class)."""
         model = self.next_model
         self.next_model += 1
-        released, self.released = self.released, []
-        self.request({"type": "construct", "model": model,
-                      "config": {f.name: getattr(config, f.name) for f in fields(config)},
-                      "weights": dict(weights), "release": released}, ("constructed",), "construct")
-        return self.child.starts, model
+        self.models[model] = {"type": "construct", "model": model,
+                              "config": {f.name: getattr(config, f.name) for f in fields(config)},
+                              "weights": dict(weights)}
+        return model
 
-    def release(self, handle: tuple[int, int]) -> None:
-        """Forget a model (with the next construct): called when its adapter is garbage."""
-        if handle[0] == self.child.starts:
-            self.released.append(handle[1])
+    def release(self, model: int) -> None:
+        """Forget a model: called when its adapter is garbage."""
+        self.models.pop(model, None)
+        if model in self.built:
+            self.built.discard(model)
+            self.released.append(model)
 
     def request(self, message: dict, expected: tuple[str, ...], doing: str) -> dict:
-        """Send a request and return its reply of an ``expected`` type; an ``error`` reply raises the
-        exception the port named, ``unsupported`` raises :class:`PortUnsupported`."""
+        """Send a request (after its model's ``construct`` where the program does not hold it yet) and
+        return its reply of an ``expected`` type; an ``error`` reply raises the exception the port named,
+        ``unsupported`` raises :class:`PortUnsupported`."""
         self.ensure_started()
+        answers = ("error", "unsupported")
+        batch = [(message, (*expected, *answers), doing)]
+        model = message.get("model")
+        if model is not None and model not in self.built:
+            construct = {**self.models[model], "release": self.released}
+            self.released = []
+            batch.insert(0, (construct, ("constructed", *answers), "construct"))
         started_at, started = time.time(), time.perf_counter()
-        reply = self._exchange(message, (*expected, "error", "unsupported"), _request_timeout(), doing)
+        replies = self._exchange(batch, _request_timeout())
         if timing.ENABLED:  # the protocol's cost: the round trip less the port's own time, where it says it
-            spent = reply.get("seconds")
-            own = spent if isinstance(spent, (int, float)) and not isinstance(spent, bool) and spent >= 0 else 0.0
+            own = sum(r["seconds"] for r in replies if isinstance(r.get("seconds"), (int, float))
+                      and not isinstance(r.get("seconds"), bool) and r["seconds"] >= 0)
             timing.record(timing.PROTOCOL, started_at, max(0.0, time.perf_counter() - started - own))
-        if reply["type"] == "error":
-            raise _port_exception(reply.get("error"), self.child)
-        if reply["type"] == "unsupported":
-            raise PortUnsupported(f"the port '{self.port.name}' does not support this {doing} request: "
-                                  f"{reply.get('reason', '')}")
-        return reply
+        for (_, _, what), reply in zip(batch, replies):
+            if reply["type"] == "error":
+                error = _port_exception(reply.get("error"), self.child)
+                if what == "construct":
+                    error.args = (f"while constructing the model: {error.args[0]}",)
+                raise error
+            if reply["type"] == "unsupported":
+                raise PortUnsupported(f"the port '{self.port.name}' does not support this {what} request: "
+                                      f"{reply.get('reason', '')}")
+            if what == "construct":
+                self.built.add(model)
+        return replies[-1]
 
     def _id(self) -> int:
         self.next_id += 1
@@ -335,9 +357,16 @@ class Session:
             _check_schema(wire.document(body), "request", self.child, sent=True)
         return body
 
-    def _exchange(self, message: dict, expected: tuple[str, ...], timeout: float, doing: str) -> dict:
-        request_id = self._id()
-        body = self.child.exchange(self._frame({**message, "id": request_id}), timeout)
+    def _exchange(self, batch: list[tuple[dict, tuple[str, ...], str]], timeout: float) -> list[dict]:
+        """Send the requests of ``batch`` (message, the reply types expected, what it does) in one write,
+        and read their replies in order, each checked: it decodes, it is of an expected type, it answers
+        that request."""
+        ids = [self._id() for _ in batch]
+        self.child.send([self._frame({**message, "id": i}) for (message, _, _), i in zip(batch, ids)], timeout)
+        return [self._reply(self.child.receive(timeout), request_id, expected, doing)
+                for (_, expected, doing), request_id in zip(batch, ids)]
+
+    def _reply(self, body: bytes, request_id: int, expected: tuple[str, ...], doing: str) -> dict:
         try:
             if self.validate:
                 _check_schema(wire.document(body), "reply", self.child)
@@ -428,19 +457,14 @@ class ProcessAdapter(Adapter):
     def __init__(self, config: LSTMConfig, weights: Mapping[str, np.ndarray]) -> None:
         super().__init__(config, weights)
         self._session = session_for(self.port)
-        self._handle = self._session.construct(config, self.weights)
-        weakref.finalize(self, self._session.release, self._handle)
-
-    def _model(self) -> int:
-        """This adapter's model in the running program, built again if the program was restarted since."""
-        if self._handle[0] != self._session.child.starts or not self._session.child.running:
-            self._handle = self._session.construct(self.config, self.weights)
-        return self._handle[1]
+        self._session.ensure_started()  # a program that cannot start fails the construction
+        self._model = self._session.define(config, self.weights)
+        weakref.finalize(self, self._session.release, self._model)
 
     def _call(self, input: Any, hx: Any) -> dict:
         if hx is not None and not isinstance(hx, np.ndarray):
             hx = list(hx) if isinstance(hx, (tuple, list)) else hx
-        return {"model": self._model(), "input": _sequence(input), "hx": hx}
+        return {"model": self._model, "input": _sequence(input), "hx": hx}
 
     def forward(self, input: ArrayInput, hx: Optional[Any], *, training: bool) -> ArrayResult:
         reply = self._session.request({"type": "forward", **self._call(input, hx), "training": bool(training)},

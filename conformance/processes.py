@@ -193,19 +193,28 @@ class ChildProcess:
     def exchange(self, frame: bytes, timeout: float) -> bytes:
         """Send one frame and return the body of the next frame the process sends, within ``timeout``
         seconds; raises :class:`ProcessFailure` (the process is then stopped)."""
-        self.send(frame)
+        self.send([frame], timeout)
         return self.receive(timeout)
 
-    def send(self, frame: bytes) -> None:
+    def send(self, frames: list[bytes], timeout: float) -> None:
+        """Write ``frames`` (in one go: several requests cost one wake-up of the process), within
+        ``timeout`` seconds: a process that stops reading cannot block the suite."""
         if not self.running:
             self._crashed("before the request could be sent")
         assert self.process is not None and self.process.stdin is not None
+        data = memoryview(b"".join(HEADER.pack(len(frame)) + frame for frame in frames))
+        fd = self.process.stdin.fileno()
+        deadline = time.monotonic() + timeout
+        os.set_blocking(fd, False)
         try:
-            self.process.stdin.write(HEADER.pack(len(frame)) + frame)
-            self.process.stdin.flush()
-        except (BrokenPipeError, ConnectionResetError, ValueError):
+            while data:
+                _, ready, _ = select.select([], [fd], [], max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    self.fail(ProcessTimedOut, f"did not read its requests within {timeout:g} s "
+                                               f"({len(data)} bytes still to send)")
+                data = data[os.write(fd, data[:1 << 16]):]
+        except (BrokenPipeError, ConnectionResetError):
             self._crashed("while the request was being sent")
-
     def receive(self, timeout: float) -> bytes:
         """The body of the next frame, within ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
