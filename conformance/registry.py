@@ -99,7 +99,8 @@ def resolve(spec: Optional[str] = None, origin: Optional[str] = None) -> Candida
     else:
         known = ", ".join(available()) or "none"
         raise ResolutionError(f"unknown implementation '{spec}'; known names: {known}; "
-                              "or give an import path such as mypkg.lstm:MyLSTM")
+                              "or give an import path such as mypkg.lstm:MyLSTM, or a program: "
+                              "exec:COMMAND or a port.json manifest")
     try:
         return make_candidate(target, name=name, origin=where, path=path)
     except (TypeError, ValueError) as exc:
