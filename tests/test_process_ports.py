@@ -301,16 +301,26 @@ def test_a_port_that_breaks_the_protocol_fails_the_case_and_is_restarted(behavio
     process_ports.stop_sessions()
 
 
-def test_a_crash_fails_the_case_with_what_the_process_did() -> None:
-    """In a worker process, as a run does: the case fails as a crash, and the worker lives on."""
+@pytest.mark.parametrize("isolate", [True, False], ids=["worker", "inline"])
+def test_a_crash_fails_the_case_with_what_the_process_did(isolate: bool) -> None:
+    """In a worker process as a run does (the worker lives on), and inline: the case fails as a crash."""
     from conformance.checks import Runner
 
-    runner = Runner(resolve(python_port("exit-on-forward")))
+    runner = Runner(resolve(python_port("exit-on-forward")), isolate=isolate)
     with pytest.raises(ConformanceFailure) as failure:
         runner.forward(DENSE, diagnose=False)
     problem = failure.value.problems[0]
     assert problem.kind == "crashed" and "exited with status 3" in problem.message
     assert "fatal: out of cheese" in problem.message
+    process_ports.stop_sessions()
+
+
+def test_a_crash_reproduces_as_a_difference() -> None:
+    result = subprocess.run([sys.executable, "-m", "conformance.reproduce", python_port("exit-on-forward"), repr(DENSE)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "exited with status 3" in result.stdout and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("behaviour, error, message", [
@@ -467,7 +477,8 @@ def test_the_plain_js_port_conforms_and_its_messages_satisfy_the_schema(monkeypa
 @needs_node
 def test_nothing_is_left_running_after_a_run(tmp_path: Path) -> None:
     """A run on a port that hangs, and on one that passes: no process of either outlives pytest."""
-    for port, extra in (("hang.js", ["--lstm-timeout=1", "-x"]), ("scratch_lstm.js", ["--lstm-max-examples=2"])):
+    for port, extra in (("hang.js", ["--lstm-timeout=1", "-x"]),
+                        ("scratch_lstm.js", ["--lstm-max-examples=2", "--lstm-validate-protocol"])):
         result = run_pytest(["--pyargs", "conformance.suite", f"--lstm-impl={js_port(port)}", "-q",
                              "-k", "test_matches_torch and (any or packed)", *extra], cwd=tmp_path)
         assert result.returncode == (1 if port == "hang.js" else 0), result.stdout[-3000:]
