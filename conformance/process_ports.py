@@ -11,8 +11,9 @@ A process port is named in one of three ways (``--lstm-impl``, ``LSTM_CONFORMANC
 Resolving it starts the program once for the handshake (``start``: the protocol version, the port's
 name and version, its capabilities) and makes a :class:`ProcessAdapter` subclass carrying them.  Cases
 then run as for any adapter (in the worker process, which re-resolves the spec): the adapter's
-constructor sends ``construct`` (config and weights), ``forward`` and ``backward`` send one request
-each, and the reply becomes arrays, or the exception the port named, so every check, the error
+constructor makes sure the program runs, ``forward`` and ``backward`` send one request each (the
+model's ``construct``, its config and weights, goes with the first), and the reply becomes arrays, or
+the exception the port named, so every check, the error
 policy, expected failures, hints and reproducers apply unchanged.  The program runs once per process
 that uses it (:class:`Session`), restarted after a crash, a time-out or a malformed reply; such a
 failure propagates as a :class:`~conformance.processes.ProcessFailure` and the case fails as a crash,
