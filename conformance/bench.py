@@ -7,7 +7,9 @@ on, and reports
   collection and all), ``forward_s`` (seconds inside torch's forward calls, the float64 oracle's
   and the candidate's, summed over every process), ``overhead_fraction`` =
   ``(wall_s - forward_s) / wall_s`` and ``examples_per_s``; the same per test (``groups``) and per
-  test file (``files``);
+  test file (``files``); for a process port, ``protocol_ms_per_example`` (its requests' round trips
+  less the time the port says it spent, :data:`conformance.timing.PROTOCOL`) and that time over
+  torch's and the oracle's forward time;
 * ``scaling``: the same run with ``-n 2`` (pytest-xdist), and its speed-up over the plain run; also
   the fixed cost of each (a run selecting no test) and the speed-up those allow at most;
 * with ``--catalogue``: for each broken port of ``tests/ports/broken.py`` (a source checkout), the
@@ -121,7 +123,8 @@ def analyse(wall_s: float, tests: list[dict], forwards: list[tuple[str, str, flo
     by_label: dict[str, float] = {label: 0.0 for label in timing.LABELS}
     for _owner, label, _started, seconds in forwards:
         by_label[label] = by_label.get(label, 0.0) + seconds
-    forward_s = sum(by_label.values())
+    forward_s = sum(v for k, v in by_label.items() if k != timing.PROTOCOL)  # protocol: inside the candidate's
+    forwards = [f for f in forwards if f[1] != timing.PROTOCOL]
     groups: dict[str, dict] = {}
     files: dict[str, list] = defaultdict(lambda: [0, 0.0, 0.0])
     for test in tests:
@@ -139,12 +142,24 @@ def analyse(wall_s: float, tests: list[dict], forwards: list[tuple[str, str, flo
     return {
         **figures(sum(t["examples"] for t in tests), wall_s, forward_s),
         "forward_by_label": {k: round(v, 4) for k, v in by_label.items()},
+        **_protocol(by_label, sum(t["examples"] for t in tests)),
         "tests_wall_s": round(sum(t["end"] - t["start"] for t in tests), 4),
         "unattributed_forward_s": round(unattributed, 4),
         "outcomes": dict(outcomes),
         "files": {name: figures(*totals) for name, totals in sorted(files.items())},
         "groups": dict(sorted(groups.items())),
     }
+
+
+def _protocol(by_label: dict[str, float], examples: int) -> dict:
+    """A process port's protocol cost per example, beside the forward work (torch's and the oracle's
+    calls) and the port's own calls; nothing for other ports."""
+    seconds = by_label.get(timing.PROTOCOL)
+    if not seconds or not examples:
+        return {}
+    work = by_label.get("reference", 0.0) + by_label.get("oracle", 0.0)
+    return {"protocol_ms_per_example": round(1000 * seconds / examples, 4),
+            "protocol_per_reference_forward": round(seconds / work, 4) if work else None}
 
 
 # --------------------------------------------------------------------------- running pytest
@@ -293,6 +308,9 @@ def table(report: dict, out: Any = sys.stdout) -> None:
               file=out)
     labels = ", ".join(f"{k} {v:.2f} s" for k, v in run["forward_by_label"].items())
     print(f"forward_s by call: {labels}; outcomes: {run['outcomes']}", file=out)
+    if "protocol_ms_per_example" in run:
+        print(f"process protocol: {run['protocol_ms_per_example']:.3f} ms per example, "
+              f"{run['protocol_per_reference_forward']}x torch's and the oracle's forward time", file=out)
     if run.get("exit_code"):
         print("note: the suite failed on this implementation; the figures include hypothesis' shrinking", file=out)
     scaling = report.get("scaling")

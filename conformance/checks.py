@@ -21,6 +21,7 @@ from .errors import (NOT_RUN_UNSTABLE, CallRecord, judge_error, judge_warnings, 
                      unstable)
 from .isolation import DEFAULT_TIMEOUT, run_isolated
 from .outcome import Outcome, StructureError
+from .processes import ProcessFailure
 from .reference import Expected, copy_args, expected_for
 from .verdict import ConformanceFailure, Note, Problem, call_form
 
@@ -383,7 +384,7 @@ class Runner:
         if diagnose is None:
             diagnose = _final_example()
         if not self.isolate:
-            return check_forward(self.candidate, case, repeat, diagnose)
+            return self._inline(case, lambda: check_forward(self.candidate, case, repeat, diagnose))
         # keyed without `diagnose`: hypothesis' final replay of a timed-out example gets the same time-out
         status, value = run_isolated("forward", self.candidate.path, case, repeat, diagnose, timeout=self.timeout,
                                      key=("forward", self.candidate.path, case, repeat))
@@ -400,10 +401,17 @@ class Runner:
         if diagnose is None:
             diagnose = _final_example()
         if not self.isolate:
-            return run_gradients(self.candidate, case, check, diagnose)
+            return self._inline(case, lambda: run_gradients(self.candidate, case, check, diagnose))
         status, value = run_isolated("gradients", self.candidate.path, case, check, diagnose,
                                      timeout=self.timeout, key=("gradients", self.candidate.path, case, check))
         return self._isolated(case, status, value)
+
+    def _inline(self, case: Case, check: Any) -> None:
+        """A check run in this process; a process port's program that crashed fails the case, as isolated."""
+        try:
+            return check()
+        except ProcessFailure as failure:
+            return self._isolated(case, "crashed", str(failure))
 
     def _isolated(self, case: Case, status: str, value: Any) -> None:
         """An isolated check's outcome: its failure raised, a crash or a time-out as a failure of the case."""

@@ -30,7 +30,7 @@ from .candidates import Candidate
 from .checks import Runner
 from .output import FAILURE, NOTE, RunOutput
 from .verdict import Note
-from . import forkserver, isolation
+from . import forkserver, isolation, process_ports
 from .isolation import DEFAULT_TIMEOUT
 from .options import OptionError, positive_float, positive_int
 from .registry import ENV_VAR, ResolutionError, resolve
@@ -97,6 +97,9 @@ def pytest_addoption(parser: Any) -> None:
                          f"first by every run that reads it. Default: ${database.ENV_VAR}, else none")
     group.addoption("--lstm-database-read-only", action="store_true", default=False,
                     help="read the shared example database and write nothing to it (pull-request CI)")
+    group.addoption("--lstm-validate-protocol", action="store_true", default=False,
+                    help="for a process port: check every message, both ways, against the protocol's schema "
+                         "(docs/process-protocol.schema.json)")
 
 
 @pytest.hookimpl(tryfirst=True)  # before hypothesis' own plugin loads --hypothesis-profile
@@ -104,6 +107,7 @@ def pytest_configure(config: Any) -> None:
     if not _conformance_run(config):
         return
     _check_options(config)
+    _tell_process_ports(config)
     config.addinivalue_line("markers", "stress: stress tier, run only with --lstm-stress")
     config.stash[_PROFILE] = _profile(config)
     _let_hypothesis_load(config.getoption("hypothesis_profile", None))
@@ -189,6 +193,12 @@ def pytest_configure_node(node: Any) -> None:
     named (a worker on another host does not have the controller's environment)."""
     if _DATABASE in node.config.stash:
         node.workerinput[_WORKER_DATABASE] = node.config.stash[_DATABASE][0].url
+def _tell_process_ports(config: Any) -> None:
+    """The per-case limit and the validating mode, for a process port's sessions in every process of the
+    run (the worker processes take this process's environment)."""
+    os.environ[process_ports.TIMEOUT_ENV] = str(config.getoption("lstm_timeout"))
+    if config.getoption("lstm_validate_protocol"):
+        os.environ[process_ports.VALIDATE_ENV] = "1"
 
 
 def _choice(option: str, value: Any, choices: Any) -> None:

@@ -2,7 +2,8 @@
 
 An implementation is named in one of four ways, tried in this order:
 
-1. ``--lstm-impl`` (or the CLI argument): an import path ``package.module:Class`` or a name;
+1. ``--lstm-impl`` (or the CLI argument): an import path ``package.module:Class``, a name, or a process
+   port (a program speaking the process protocol: :mod:`conformance.process_ports`);
 2. the environment variable ``LSTM_CONFORMANCE_IMPL``, with the same syntax;
 3. otherwise the bundled NumPy port, ``numpy``.
 
@@ -18,6 +19,7 @@ import sys
 from importlib import metadata
 from typing import Any, Optional
 
+from . import process_ports
 from .candidates import Candidate, make_candidate
 
 __all__ = ["BUILTIN", "ENV_VAR", "ENTRY_POINT_GROUP", "ResolutionError", "available", "resolve"]
@@ -44,6 +46,7 @@ def _entry_points() -> dict[str, metadata.EntryPoint]:
 def available() -> dict[str, str]:
     """Every selectable name with the import path it stands for."""
     names = {name: ep.value for name, ep in _entry_points().items()}
+    names.update({name: str(path) for name, path in process_ports.REGISTERED.items()})
     names.update(BUILTIN)
     return dict(sorted(names.items()))
 
@@ -76,6 +79,8 @@ def resolve(spec: Optional[str] = None, origin: Optional[str] = None) -> Candida
         env = os.environ.get(ENV_VAR)
         spec, origin = (env, f"environment variable {ENV_VAR}") if env else (DEFAULT, "default")
     origin = origin or "argument"
+    if process_ports.is_process_spec(spec):
+        return _resolve_process_port(spec, origin)
     if spec in BUILTIN:
         name, path, where = spec, BUILTIN[spec], f"{origin}, bundled implementation"
         target = load_path(path)
@@ -94,8 +99,21 @@ def resolve(spec: Optional[str] = None, origin: Optional[str] = None) -> Candida
     else:
         known = ", ".join(available()) or "none"
         raise ResolutionError(f"unknown implementation '{spec}'; known names: {known}; "
-                              "or give an import path such as mypkg.lstm:MyLSTM")
+                              "or give an import path such as mypkg.lstm:MyLSTM, or a program: "
+                              "exec:COMMAND or a port.json manifest")
     try:
         return make_candidate(target, name=name, origin=where, path=path)
     except (TypeError, ValueError) as exc:
         raise ResolutionError(f"'{spec}': {exc}") from None
+
+
+def _resolve_process_port(spec: str, origin: str) -> Candidate:
+    """A program speaking the process protocol, as an adapter (one handshake now, to learn its capabilities)."""
+    try:
+        port = process_ports.parse_spec(spec)
+        target = process_ports.adapter_class(port)
+    except process_ports.SpecError as exc:
+        raise ResolutionError(str(exc)) from None
+    where = (f"{origin}, {port.source}: {port.describe()}, {target.hello.describe()}, "
+             f"protocol {process_ports.PROTOCOL_VERSION}")
+    return make_candidate(target, name=port.name, origin=where, path=port.spec)

@@ -139,6 +139,7 @@ def main(implementation: str, case: Any, repeat: bool = False, python: Optional[
 
         from .case import Case, PackingCall
         from .checks import check_error, check_forward, check_packing_error, run_gradients
+        from .processes import ProcessFailure
         from .registry import ResolutionError, resolve
         from .verdict import ConformanceFailure
     except ImportError as exc:
@@ -165,6 +166,10 @@ def main(implementation: str, case: Any, repeat: bool = False, python: Optional[
             check_forward(candidate, case, repeat=repeat, diagnose=True)
     except ConformanceFailure as failure:
         print(failure)
+        print("\nstill differs from torch.nn.LSTM: exit 1")
+        return 1
+    except ProcessFailure as failure:  # a process port's program crashed, hung or broke the protocol
+        print(f"the candidate {failure} on this case")
         print("\nstill differs from torch.nn.LSTM: exit 1")
         return 1
     except Exception as exc:  # the check itself broke (not a difference): exit 2, never 1

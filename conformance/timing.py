@@ -26,12 +26,16 @@ import os
 import time
 from typing import Any, Iterator, Optional
 
-__all__ = ["ENV_VAR", "OWNER_VAR", "ENABLED", "timed", "record", "LABELS"]
+__all__ = ["ENV_VAR", "OWNER_VAR", "ENABLED", "timed", "record", "LABELS", "PROTOCOL"]
 
 ENV_VAR = "LSTM_CONFORMANCE_TIMINGS"
 OWNER_VAR = "LSTM_CONFORMANCE_TIMINGS_OWNER"
 #: What :func:`timed` wraps: torch's call, the float64 oracle's call, the candidate's call.
 LABELS = ("reference", "oracle", "candidate")
+#: A process port's requests, less the time the port says it spent in its own code: the process
+#: protocol's cost (encoding, pipes, decoding), part of the candidate's calls and its construction,
+#: recorded beside them (not a forward call of its own).
+PROTOCOL = "protocol"
 
 _DIR = os.environ.get(ENV_VAR) or ""
 ENABLED = bool(_DIR)

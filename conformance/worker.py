@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from . import checks, errors
 from .isolation import DEFAULT_TIMEOUT, ForkedCall, read_frame, run_in_fork, write_frame
+from .processes import ProcessFailure
 from .registry import resolve
 from .verdict import ConformanceFailure
 
@@ -143,6 +144,8 @@ def serve(requests: int = 0, replies: Any = None) -> None:
             reply: tuple[str, Any] = ("ok", operations[operation](*args))
         except ConformanceFailure as failure:
             reply = ("failed", failure)
+        except ProcessFailure as failure:  # a process port's program crashed, hung or broke the protocol:
+            reply = ("crashed", str(failure))  # a crash of the candidate, with what its process did
         except BaseException:  # report, and stay alive for the next call
             reply = ("error", traceback.format_exc())
         try:

@@ -14,7 +14,9 @@ for port in "${ports[@]}"; do
         keras) extras+=(keras) ;;
         paddle) extras+=(paddle) ;;
         torch-quantizable) ;;  # ships with torch
-        *) echo "test-ports.sh: unknown port '$port' (onnxruntime, flax, keras, paddle, torch-quantizable)" >&2; exit 2 ;;
+        tfjs|onnxruntime-node) extras+=("$port") ;;  # npm packages: setup.sh runs npm ci for them
+        *) echo "test-ports.sh: unknown port '$port' (onnxruntime, flax, keras, paddle, torch-quantizable," \
+                "tfjs, onnxruntime-node)" >&2; exit 2 ;;
     esac
 done
 bash scripts/setup.sh ${extras[@]+"${extras[@]}"}

@@ -7,6 +7,10 @@ conformance failure; a correct port (including ones more accurate than torch) mu
 
 from __future__ import annotations
 
+import shlex
+import shutil
+from pathlib import Path
+
 import pytest
 
 from tests.ports.adapters import ADAPTER_GRADIENTS_CATALOGUE
@@ -23,6 +27,13 @@ BROKEN.update({
     "unchecked-packing": "tests.ports.packing:UncheckedPacking",
     **{name: f"tests.ports.adapters:{cls.__name__}" for name, cls in ADAPTER_GRADIENTS_CATALOGUE.items()},
 })
+#: Process ports in JavaScript (tests/ports/js), run as `exec:node FILE`: each broken one is flagged at its
+#: first failure; the hang costs three times its time limit, so it runs with a short one.
+JS_PORTS = Path(__file__).resolve().parent / "ports" / "js"
+BROKEN.update({name: f"exec:node {shlex.quote(str(JS_PORTS / script))}" for name, script in (
+    ("js-hard-sigmoid", "hard_sigmoid.js"), ("js-crash", "crash.js"), ("js-hang", "hang.js"),
+    ("js-malformed", "malformed.js"))})
+EXTRA_ARGS = {"js-hang": ("--lstm-timeout=1",)}
 GOOD = {name: f"{cls.__module__}:{cls.__name__}" for name, cls in CORRECT.items()}
 GOOD.update({
     "numpy": "numpy",
@@ -30,7 +41,13 @@ GOOD.update({
     "numpy-float64-inside": "tests.ports.adapters:Float64InsideNumpyLSTM",
     "numpy-limited": "tests.ports.adapters:LimitedNumpyLSTM",
     "with-torch-packing": "tests.ports.packing:WithTorchPacking",
+    "js-scratch": f"exec:node {shlex.quote(str(JS_PORTS / 'scratch_lstm.js'))}",
 })
+
+
+def _skip_without_node(name: str) -> None:
+    if name.startswith("js-") and shutil.which("node") is None:
+        pytest.skip("node is not installed: the JavaScript ports cannot run")
 
 
 def test_catalogue_is_large_and_documented() -> None:
@@ -42,7 +59,9 @@ def test_catalogue_is_large_and_documented() -> None:
 @pytest.mark.parametrize("name", list(BROKEN))
 def test_broken_port_is_flagged(suite_runner, name: str) -> None:
     """Flagged, with a reproducer, and (on the minimal case hypothesis reports) the right hint."""
-    result = suite_runner(f"--lstm-impl={BROKEN[name]}", "--hypothesis-profile=ci", "-x", "-q")
+    _skip_without_node(name)
+    result = suite_runner(f"--lstm-impl={BROKEN[name]}", "--hypothesis-profile=ci", "-x", "-q",
+                          *EXTRA_ARGS.get(name, ()))
     assert result.returncode == 1, f"{name} was not flagged:\n{result.stdout[-3000:]}"
     assert "does not match torch.nn.LSTM" in result.stdout, result.stdout[-3000:]
     assert "Reproducer" in result.stdout and "python -m conformance.reproduce " in result.stdout
@@ -53,6 +72,7 @@ def test_broken_port_is_flagged(suite_runner, name: str) -> None:
 
 @pytest.mark.parametrize("name", list(GOOD))
 def test_correct_port_passes(suite_runner, name: str) -> None:
+    _skip_without_node(name)
     result = suite_runner(f"--lstm-impl={GOOD[name]}", "--hypothesis-profile=ci", "-q")
     assert result.returncode == 0, f"{name} was flagged:\n{result.stdout[-5000:]}"
 

@@ -193,16 +193,22 @@ def _declared_file(name: str) -> Path:
 
 
 def test_every_expected_failures_file_belongs_to_a_port() -> None:
-    assert {p.stem for p in EXPECTED_DIR.glob("*.txt")} == set(PORTS)
+    from conformance.process_ports import REGISTERED  # the process ports' files: tests/test_process_ports.py
+
+    assert {p.stem for p in EXPECTED_DIR.glob("*.txt")} == set(PORTS) | set(REGISTERED)
 
 
 @pytest.mark.parametrize("name", list(PORTS))
 def test_expected_failures_parse_and_name_tests_the_port_runs(name: str, suite_ids: list[str]) -> None:
+    check_expected_entries(expected.load(_declared_file(name)), PORTS[name], suite_ids)  # raises without a reason
+
+
+def check_expected_entries(entries: list, caps: dict, suite_ids: list[str]) -> None:
+    """Each entry says why, names tests of the suite, and none a test the port skips as unsupported
+    (``caps``: the port's ``dtypes`` and the features it ``lacks``)."""
     from conformance.strategies import call_fault_requirements, focus_requirements
     from conformance.suite.test_errors import CALL_FAULTS, _ids
 
-    entries = expected.load(_declared_file(name))  # raises on an entry without a reason
-    caps = PORTS[name]
     faults = dict(zip(_ids(list(CALL_FAULTS)), CALL_FAULTS))
     for entry in entries:
         assert len(entry.reason) >= 20, f"{entry.where}: say why, and cite the upstream issue where there is one"
@@ -221,7 +227,7 @@ def test_expected_failures_parse_and_name_tests_the_port_runs(name: str, suite_i
             else:
                 needed = set()
             absent = {f for f in needed if f in caps["lacks"] or (f.startswith("dtype ") and f[6:] not in caps["dtypes"])}
-            assert not absent, f"{entry.where}: {test_id} needs {sorted(absent)}, which {name} does not declare"
+            assert not absent, f"{entry.where}: {test_id} needs {sorted(absent)}, which the port does not declare"
 
 
 # ----------------------------------------------------------------------------- the weight mapping

@@ -31,8 +31,8 @@ def test_environment_variable_is_used_when_nothing_is_given(monkeypatch: pytest.
 
 
 @pytest.mark.parametrize("spec, fragment", [
-    ("no-such-port", "unknown implementation 'no-such-port'; known names: flax, keras, numpy, onnxruntime, paddle, "
-                     "torch, torch-quantizable;"),
+    ("no-such-port", "unknown implementation 'no-such-port'; known names: flax, keras, numpy, onnxruntime, "
+                     "onnxruntime-node, paddle, tfjs, torch, torch-quantizable;"),
     ("no_such_module.sub:Thing", "cannot import 'no_such_module.sub'"),
     ("conformance.case:NoSuchClass", "has no attribute 'NoSuchClass'"),
     ("tests.ports.adapters:NoForward", "does not implement forward"),

@@ -99,3 +99,35 @@ def test_check_uses_the_ci_profile_unless_the_user_asks_for_another(tmp_path: Pa
     assert plain == "lstm-conformance check numpy --profile ci"
     # argparse keeps the last --profile: the user's
     assert asked == "lstm-conformance check numpy --profile ci --profile thorough -n 2"
+
+
+#: ``npm`` for the scripts: logs its arguments and folder, and makes node_modules as ``npm ci`` would.
+FAKE_NPM = r'''#!/usr/bin/env bash
+echo "$* in $(pwd)" >> "$NPM_LOG"
+mkdir -p node_modules
+'''
+
+
+def test_setup_installs_a_javascript_port_by_npm_ci_from_its_lockfile_once(tmp_path: Path) -> None:
+    root = _checkout(tmp_path)
+    folder = root / "implementations" / "js" / "tfjs"
+    folder.mkdir(parents=True)
+    (folder / "package-lock.json").write_text('{"lockfileVersion": 3}')
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for name, text in (("npm", FAKE_NPM), ("node", "#!/usr/bin/env bash\n")):
+        (tools / name).write_text(text)
+        (tools / name).chmod(0o755)
+    log = tmp_path / "npm.log"
+    env = {"PATH": f"{tools}:/usr/bin:/bin", "NPM_LOG": str(log)}
+    result = _run(root, "setup.sh", "tfjs", **env)
+    assert "installing the tfjs port's npm packages" in result.stdout
+    assert log.read_text().splitlines() == [
+        f"ci --ignore-scripts --no-audit --no-fund --loglevel=error in {folder}"]
+    assert _calls(root)[-1].split()[-2:] == ["-e", ".[test]"]  # not a pip extra
+    again = _run(root, "setup.sh", "tfjs", **env)
+    assert "implementations/js/tfjs/node_modules is up to date" in again.stdout
+    assert len(log.read_text().splitlines()) == 1
+    (folder / "package-lock.json").write_text('{"lockfileVersion": 3, "changed": true}')
+    _run(root, "setup.sh", "tfjs", **env)  # a new lockfile: installed again
+    assert len(log.read_text().splitlines()) == 2
