@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    # switching oneDNN off and on again says each time that TF32 is for Intel GPUs: nothing about the case
+    warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
     candidates = [resolve(port) for port in args.ports]
     print(f"torch {torch.__version__}, oneDNN {'off' if args.native else 'on'}; {args.cases} cases per group, "
           f"seed {args.seed}; margin = worst |a - o| / (atol + rtol |o|)")
