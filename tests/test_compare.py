@@ -241,31 +241,38 @@ def test_nan_goes_through_a_layer_dropped_entirely(port: str) -> None:
 # ------------------------------------------------------------------------------ half precision
 
 
-def _half_outputs(dtype: torch.dtype, inside: torch.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A ``dtype`` model's float64 oracle (on its rounded weights and input), torch's own result, and
-    the model computed in ``inside`` (a port computing in another precision), rounded to ``dtype``."""
-    torch.manual_seed(0)
-    model = torch.nn.LSTM(6, 40, num_layers=2, bidirectional=True, dtype=dtype)
-    x = torch.randn(30, 3, 6, dtype=dtype)
-    with torch.no_grad():
-        reference = model(x)[0].double().numpy()
-        oracle = copy.deepcopy(model).double()(x.double())[0].numpy()
-        other = copy.deepcopy(model).to(inside)(x.to(inside))[0].to(dtype).double().numpy()
-    return oracle, reference, other
+def _half_results(dtype: torch.dtype, inside: torch.dtype, seed: int) -> tuple[dict, dict, dict]:
+    """A ``dtype`` model's float64 oracle (on its rounded weights, input and states), torch's own result, and
+    the model computed in ``inside`` (a port computing in another precision) rounded to ``dtype``: output,
+    h_n and c_n each, as float64 arrays."""
+    torch.manual_seed(seed)
+    model = torch.nn.LSTM(5, 8, num_layers=2, bidirectional=True, dtype=dtype)
+    x, h0, c0 = torch.randn(6, 3, 5, dtype=dtype), torch.randn(4, 3, 8, dtype=dtype), torch.randn(4, 3, 8, dtype=dtype)
+
+    def run(module: torch.nn.Module, cast: torch.dtype) -> dict:
+        with torch.no_grad():
+            output, (h_n, c_n) = copy.deepcopy(module).to(cast)(x.to(cast), (h0.to(cast), c0.to(cast)))
+        return {name: t.to(dtype).double().numpy() if cast != torch.float64 else t.numpy()
+                for name, t in (("output", output), ("h_n", h_n), ("c_n", c_n))}
+
+    return run(model, torch.float64), run(model, dtype), run(model, inside)
+
+
+def _passes(dtype: torch.dtype, inside: torch.dtype, seed: int) -> bool:
+    oracle, reference, port = _half_results(dtype, inside, seed)
+    name = str(dtype).removeprefix("torch.")
+    return all(compare_values(k, port[k], oracle[k], tolerance(name, reference[k], oracle[k])) is None for k in oracle)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_a_half_model_computed_in_float32_and_rounded_once_passes(dtype: torch.dtype) -> None:
-    oracle, reference, rounded_once = _half_outputs(dtype, torch.float32)
-    name = str(dtype).removeprefix("torch.")
-    assert compare_values("output", rounded_once, oracle, tolerance(name, reference, oracle)) is None
-    assert compare_values("output", reference, oracle, tolerance(name, reference, oracle)) is None
+    assert all(_passes(dtype, torch.float32, seed) for seed in range(10))
+    assert all(_passes(dtype, dtype, seed) for seed in range(10))  # torch itself
 
 
-def test_a_float16_model_computed_in_bfloat16_fails() -> None:
-    oracle, reference, narrower = _half_outputs(torch.float16, torch.bfloat16)
-    mismatch = compare_values("output", narrower, oracle, tolerance("float16", reference, oracle))
-    assert mismatch is not None and mismatch.mismatched > mismatch.total // 10
+def test_a_float16_model_computed_in_bfloat16_fails_on_most_models() -> None:
+    failed = sum(not _passes(torch.float16, torch.bfloat16, seed) for seed in range(10))
+    assert failed >= 6, f"bfloat16 arithmetic passed as float16 on {10 - failed} of 10 models"
 
 
 def test_half_floors_sit_between_the_dtypes_rounding_and_the_next_narrower_dtype() -> None:
