@@ -295,6 +295,14 @@ def test_the_gradient_floor_is_relative_to_each_gradients_scale() -> None:
     assert gradient_tolerance("float64", large, large).atol == pytest.approx(floor("float64") * 1e3)
 
 
+def test_a_half_precision_parameter_floor_grows_with_the_steps_it_sums_over() -> None:
+    oracle = np.full(3, 2.0)
+    for dtype in ("float16", "bfloat16"):
+        assert gradient_tolerance(dtype, oracle, oracle).atol == pytest.approx(floor(dtype) * 2.0)
+        assert gradient_tolerance(dtype, oracle, oracle, steps=64).atol == pytest.approx(floor(dtype) * 2.0 * 8)
+    assert gradient_tolerance("float32", oracle, oracle, steps=64).atol == pytest.approx(floor("float32") * 2.0)
+
+
 def test_the_gradient_tolerance_widens_by_torchs_error_the_sensitivity_and_the_case_scale() -> None:
     oracle = np.array([1.0, -2.0])
     assert gradient_tolerance("float32", oracle + 1e-5, oracle).atol == pytest.approx(GROWTH * 1e-5)

@@ -14,7 +14,9 @@
  *
  * What it lacks: float64 (ONNX Runtime's CPU LSTM kernel does not run double), proj_size (the operator
  * has no projection), dropout (the operator has none; a model is inference-only) and gradients (the
- * Node.js binding runs inference only).
+ * Node.js binding runs inference only). float16 graphs, which the same kernel runs (in float32, rounded
+ * once), are checked through the Python `onnxruntime` port; this port does not write them yet, so it
+ * declares float32 only.
  */
 
 const path = require('path');
