@@ -6,7 +6,8 @@ per dtype and kind of values, and runs each port on every case.  For each port a
 many cases failed and the largest *margin*: the worst element's ``|a - o| / (atol + rtol * |o|)`` over
 the output, h_n and c_n (1 is the line; a correct port should stay well below it), and for each group
 torch's own largest error against the oracle, in eps of the dtype.  With
-``--gradients`` it also runs the gradient check on every case and counts the failures.
+``--gradients [KIND ...]`` it also runs the gradient check on every case (of those kinds of values) and
+counts the failures.
 
     python scripts/tolerance_margins.py --dtypes float16 bfloat16 --cases 30 \\
         --ports torch numpy tests.ports.broken_dtypes:NativeKernels tests.ports.broken_dtypes:Bfloat16InsideFloat16
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--gradients", action="store_true", help="also run the gradient check on every case")
+    parser.add_argument("--gradients", nargs="*", choices=KINDS, default=None, metavar="KIND",
+                        help="also run the gradient check on every case of these kinds of values (none named: all)")
     parser.add_argument("--native", action="store_true", help="torch's reference with oneDNN off (its native kernels)")
     args = parser.parse_args(argv)
 
@@ -145,9 +147,10 @@ def main(argv: list[str] | None = None) -> int:
                 margins = [case_margin(candidate, case, e) for case, e in zip(drawn, expected)]
                 line = (f"{dtype:9} {kind:8} {candidate.name:55} forward failed {sum(m > 1 for m in margins):3}"
                         f"/{len(drawn)}, largest margin {max(margins, default=0.0):.3g}")
-                if args.gradients and unsupported_reason(candidate) is not None:
+                judged_gradients = args.gradients is not None and (not args.gradients or kind in args.gradients)
+                if judged_gradients and unsupported_reason(candidate) is not None:
                     line += "; gradients not declared"
-                elif args.gradients:
+                elif judged_gradients:
                     failed = 0
                     for case in drawn:
                         try:
