@@ -144,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{dtype:9} {kind:8} torch's own error against the oracle: up to {max(errors):.2g} eps "
                   f"(median {float(np.median(errors)):.2g})", flush=True)
             for candidate in candidates:
+                if dtype not in candidate.capabilities.dtypes:
+                    print(f"{dtype:9} {kind:8} {candidate.name:55} declares no {dtype}", flush=True)
+                    continue
                 margins = [case_margin(candidate, case, e) for case, e in zip(drawn, expected)]
                 line = (f"{dtype:9} {kind:8} {candidate.name:55} forward failed {sum(m > 1 for m in margins):3}"
                         f"/{len(drawn)}, largest margin {max(margins, default=0.0):.3g}")
