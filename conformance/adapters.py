@@ -79,7 +79,8 @@ class Capabilities:
 
     def without(self, *features: str) -> "Capabilities":
         """These capabilities minus some features (for ports that lack them)."""
-        return Capabilities(self.features - set(features), self.dtypes, self.errors, self.gradients, self.double_backward)
+        return Capabilities(self.features - set(features), self.dtypes, self.errors, self.gradients,
+                            self.double_backward)
 
     def missing(self, features: set[str], dtype: Optional[str] = None) -> list[str]:
         """The required features (and dtype) this port does not declare, as readable reasons."""

@@ -78,7 +78,7 @@ def _compare(case: Case, expected: Expected, got: Outcome, call: int = 1,
     reaches them), and the rest is judged by recovering the masks (:func:`conformance.dropout.recover`);
     the recovery is appended to ``recovered`` when it is given.
     """
-    ref, oracle = expected.reference, expected.oracle
+    ref = expected.reference
     problems: list[Problem] = []
     if ref.packed and not np.array_equal(np.asarray(got.batch_sizes), ref.batch_sizes):
         problems.append(Problem("structure", f"packed output batch_sizes {list(got.batch_sizes)} "
@@ -118,7 +118,8 @@ def _compare(case: Case, expected: Expected, got: Outcome, call: int = 1,
     return problems
 
 
-def judged(case: Case, expected: Expected, name: str, sel: Any = slice(None)) -> tuple[np.ndarray, np.ndarray, Tolerance]:
+def judged(case: Case, expected: Expected, name: str,
+           sel: Any = slice(None)) -> tuple[np.ndarray, np.ndarray, Tolerance]:
     """What one result (``name``: output, h_n or c_n; ``sel`` of its rows) of a port is judged against:
     torch's result, the oracle as the case's dtype holds it, and the tolerance (:mod:`conformance.compare`)."""
     # a case beyond unit scale: its own scale and its sensitivity to rounding (conformance.compare)
@@ -126,7 +127,8 @@ def judged(case: Case, expected: Expected, name: str, sel: Any = slice(None)) ->
     scale = 1.0 if perturbed is None else case_scale(expected)
     cell = cell_magnitude([expected.args[1][1].detach().double() if len(expected.args) > 1 else None,
                            expected.oracle.c_n])
-    theirs, truth = expected.reference.parts()[name][sel], held_in(expected.oracle.parts()[name][sel], case.config.dtype)
+    theirs = expected.reference.parts()[name][sel]
+    truth = held_in(expected.oracle.parts()[name][sel], case.config.dtype)
     return theirs, truth, tolerance(case.config.dtype, theirs, truth, scale, perturbed, cell)
 
 

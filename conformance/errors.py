@@ -11,9 +11,9 @@ torch's versions instead of a hand-kept list of messages:
 * **reference-undefined**: torch accepts a call its documentation rules out, or crashes, or its
   answer depends on the kernels it runs on (a ``c0`` of another dtype than the weights is rejected by
   oneDNN and promoted by ATen's native kernels, and which of the two a call takes depends on the CPU
-  and the dtype: :func:`record_reference` asks both).  A candidate that raises a clear error passes; so does one that returns a
-  result or crashes, since torch itself may have corrupted its heap on such a call; the case is listed
-  in the summary.
+  and the dtype: :func:`record_reference` asks both).  A candidate that raises a clear error passes;
+  so does one that returns a result or crashes, since torch itself may have corrupted its heap on
+  such a call; the case is listed in the summary.
   A candidate that crashes or hangs where torch raises cleanly, or on a valid call, fails.
 
 Warnings torch emits from Python (not the ``Triggered internally at`` ones from C++) must match

@@ -70,11 +70,11 @@ def from_torch(result: Any, packed_input: bool, where: str = "the implementation
         if not isinstance(output, PackedSequence):
             raise StructureError(f"{where} returned output as {_describe(output)} for a PackedSequence input; "
                                  "expected a PackedSequence, as nn.LSTM returns")
-        output = PackedArrays(*(None if t is None else _np(t) for t in output))
-        return from_arrays((output, (_np(h_n), _np(c_n))), packed_input, where)
+        output = PackedArrays(*(None if t is None else to_numpy(t) for t in output))
+        return from_arrays((output, (to_numpy(h_n), to_numpy(c_n))), packed_input, where)
     if not isinstance(output, torch.Tensor):
         raise StructureError(f"{where} returned output as {_describe(output)}; expected a torch.Tensor")
-    return Outcome(_np(output), _np(h_n), _np(c_n))
+    return Outcome(to_numpy(output), to_numpy(h_n), to_numpy(c_n))
 
 
 def from_arrays(result: Any, packed_input: bool, where: str = "the adapter") -> Outcome:
@@ -98,7 +98,3 @@ def from_arrays(result: Any, packed_input: bool, where: str = "the adapter") -> 
     if not isinstance(output, np.ndarray):
         raise StructureError(f"{where} returned output as {_describe(output)}; expected a numpy.ndarray")
     return Outcome(output, h_n, c_n)
-
-
-def _np(tensor: Any) -> np.ndarray:
-    return to_numpy(tensor)

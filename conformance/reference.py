@@ -18,8 +18,8 @@ from .compare import perturbation
 from .outcome import Outcome, from_torch
 from .timing import timed  # lstm-conformance bench times the forward calls only
 
-__all__ = ["Expected", "beyond_unit_scale", "copy_args", "evaluate", "expected_for", "invoke", "jiggler", "perturbed_evaluation",
-           "to_float64"]
+__all__ = ["Expected", "beyond_unit_scale", "copy_args", "evaluate", "expected_for", "invoke", "jiggler",
+           "perturbed_evaluation", "to_float64"]
 
 
 @dataclass
