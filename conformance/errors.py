@@ -1,23 +1,11 @@
 """Error and warning conformance: what torch does with a bad call, and how a port must answer.
 
-Where torch raised decides the class, read from the live traceback, so the policy follows
-torch's versions instead of a hand-kept list of messages:
+:func:`record_reference` runs a bad call on the live torch and records where it raised; the class of
+that answer (contract, incidental or reference-undefined) is read from torch's traceback, so the policy
+follows torch's versions instead of a hand-kept list of messages.  The candidate's answer is then
+judged by its class and by the strictness its capabilities declare (``exact``, ``type``, ``raises``).
 
-* **contract**: raised by a ``raise`` statement in torch's own Python code (its validation).
-  The candidate must raise the same type with the same message (``exact``), the same type
-  (``type``), or any exception (``raises``), as its capabilities declare.
-* **incidental**: raised deep in a kernel, or by an incidental Python operation (``hx[1]`` on a
-  one-element tuple).  The candidate must raise too; a different type or message is information.
-* **reference-undefined**: torch accepts a call its documentation rules out, or crashes, or its
-  answer depends on the kernels it runs on (a ``c0`` of another dtype than the weights is rejected by
-  oneDNN and promoted by ATen's native kernels, and which of the two a call takes depends on the CPU
-  and the dtype: :func:`record_reference` asks both).  A candidate that raises a clear error passes;
-  so does one that returns a result or crashes, since torch itself may have corrupted its heap on
-  such a call; the case is listed in the summary.
-  A candidate that crashes or hangs where torch raises cleanly, or on a valid call, fails.
-
-Warnings torch emits from Python (not the ``Triggered internally at`` ones from C++) must match
-in category and message for ``exact`` ports, in category for ``type`` ports.
+The policy (the classes, what a port must do in each, warnings, notes) is ``docs/errors.md``.
 """
 
 from __future__ import annotations

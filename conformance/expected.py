@@ -1,24 +1,11 @@
 """Expected failures: a port's known divergences, recorded without hiding new ones.
 
-A file lists test-id prefixes, one per line, each with its reason after ``#``::
+:func:`load` reads a file of test-id prefixes, each with its reason and optionally a ``when``
+condition on the case's properties (:class:`ExpectedFailure`); :func:`file_for` finds the file a port
+declares; the plugin marks matching tests xfail, so a known divergence passes the run and any other
+still fails it.
 
-    # keras computes float64 models in float32 (keras-team/keras#23704)
-    test_conformance.py::test_matches_torch[float64]   # float64 runs in float32: keras-team/keras#23704
-
-Ids are matched from the test file name on (``test_conformance.py::...``), so the same file works
-from the repository and from an installed package.  Matching tests are marked xfail (or skipped
-with ``--lstm-skip-expected-failures``); an entry that matches no collected test is warned about.
-
-A divergence tied to a property of the case rather than to one test (every float64 model, say)
-names the property after ``when``; then only failing examples with that property are expected,
-and the tests it touches still fail on any other divergence::
-
-    test_   when dtype=float64   # float64 matmuls run in float32: keras-team/keras#23704
-
-Properties are the fields of ``LSTMConfig`` and ``Call`` (``dtype``, ``bidirectional``,
-``num_layers``, ``batch_first``, ``proj_size``, ``with_hx``, ``packed``, ``unbatched``, ``batch``...),
-compared with ``=``, ``!=``, ``<``, ``<=``, ``>``, ``>=`` to Python literals or bare words;
-several conditions are joined with ``,`` and must all hold.
+The file format, the conditions and what a run does with them: ``docs/expected-failures.md``.
 """
 
 from __future__ import annotations

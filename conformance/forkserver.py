@@ -1,16 +1,16 @@
 """One process per run that imports torch once and forks ready worker processes.
 
-A worker started as ``python -m conformance.worker`` imports torch: ~1.1 s of CPU.  Under
-``-n 2`` two of them start beside the two xdist workers and the controller, five imports of torch
-on two cores before the first test.  Instead, pytest (the xdist controller under xdist) forks this
-server as it configures, before it has any thread; the server imports torch and the suite's
-modules once, then forks a worker for each connection: the first worker of each pytest process
-that runs tests, and each replacement after a crash or a time-out (a fork, milliseconds, where an
-import took a second).
+A worker started as ``python -m conformance.worker`` imports torch, which costs a second of CPU, and
+under ``-n 2`` several such imports compete for the cores before the first test.  Instead, pytest (the
+xdist controller under xdist) forks this server as it configures, before it has any thread; the server
+imports torch and the suite's modules once, then forks a worker for each connection: the first worker
+of each pytest process that runs tests, and each replacement after a crash or a time-out (a fork, where
+an import took a second).
 
-Linux only (fork, ``PR_SET_PDEATHSIG``, Unix sockets).  Elsewhere, with ``--lstm-isolation
-inline``, and whenever the server cannot be reached, :mod:`conformance.isolation` starts
-``python -m conformance.worker`` as before.
+Linux only (fork, ``PR_SET_PDEATHSIG``, Unix sockets).  Elsewhere, with ``--lstm-isolation inline``,
+and whenever the server cannot be reached, :mod:`conformance.isolation` starts
+``python -m conformance.worker`` instead.  The design: ``docs/architecture.md``, "The worker server";
+its figures: ``docs/performance.md``.
 """
 
 from __future__ import annotations

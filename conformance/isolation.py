@@ -1,16 +1,15 @@
 """Running calls in a separate worker process, so that a crash or a hang cannot end the run.
 
-torch 2.13 itself segfaults on some invalid packed calls (pytorch/pytorch#173946), and a port
-may crash or hang on anything.  Invalid calls therefore run in a long-lived worker process
-(started once, restarted after a crash or a time-out).  A call that kills the worker comes back
-as ``("crashed", "was killed by signal 11 (SIGSEGV)")``, one that runs past its limit, twice (see
-:meth:`Worker.call`), as ``("timeout", "did not finish within 30 s, nor within 60 s on a retry in
-a fresh worker")``, and the run goes on.
+torch itself segfaults on some invalid packed calls (pytorch/pytorch#173946), and a port may crash or
+hang on anything.  So calls run in a long-lived worker process (:mod:`conformance.worker`), started
+once and replaced after a crash or a time-out; a call that kills it comes back as ``("crashed", ...)``,
+one that runs past its limit twice (see :meth:`Worker.call`) as ``("timeout", ...)``, and the run goes
+on.  :func:`run_in_fork` runs a call that may corrupt torch's heap in a forked child of the worker.
 
-The worker (:mod:`conformance.worker`) speaks pickled frames: forked by the run's worker server
-(:mod:`conformance.forkserver`, torch imported once per run), on a Unix socket; started as
-``python -m conformance.worker`` where there is no server, on its stdin and a duplicate of its
-stdout.  Anything the port prints goes to stderr.
+The worker speaks pickled frames: forked by the run's worker server (:mod:`conformance.forkserver`) on
+a Unix socket, or started as ``python -m conformance.worker`` on its stdin and a duplicate of its
+stdout.  Anything the port prints goes to stderr.  The design and its reasons: ``docs/architecture.md``,
+"Isolation: the worker process"; what a crash or a hang does to a case: ``docs/what-is-checked.md``.
 """
 
 from __future__ import annotations

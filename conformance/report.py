@@ -1,34 +1,12 @@
 """The conformance matrix: one row per feature or axis value, with its status and examples run.
 
 :func:`run_suite` runs the pytest suite on one implementation and collects every test's result;
-:func:`matrix` folds the results into rows; :func:`to_json` and :func:`to_markdown` write them.
+:func:`matrix` folds the results into rows; :func:`document` makes the report (``SCHEMA_VERSION``),
+:func:`to_json` and :func:`to_markdown` write it; :func:`port_table` puts several reports side by side
+(it reads every schema in ``READABLE_SCHEMAS``).  A report is the data a CI job or a port's README can
+show without rerunning the suite.
 
-JSON schema (``SCHEMA_VERSION`` 2)::
-
-    {
-      "schema": 2,
-      "implementation": "numpy",                 # as named on the command line
-      "path": "implementations.numpy_lstm:NumpyLSTM",
-      "kind": "adapter" | "drop-in",
-      "torch_version": "2.13.0+cpu",
-      "profile": "ci",                           # the suite's profile: dev, ci or thorough
-      "seed": 7 | null,                          # the --seed given; null when none was
-      "duration_s": 24.53,                       # seconds of the pytest run
-      "notes": {"reference-undefined": 12, ...}, # distinct notes per kind (information, not failures)
-      "features": [{"name": "batch_first", "status": STATUS, "examples": 30,
-                    "tests": {STATUS: count, ...}}, ...],   # a row folds one or more tests
-      "failures": [{"feature": "bidirectional", "test": "test_conformance.py::...",
-                    "summary": "one line", "reproducer": "python source, or null"}],
-      "tests": [{"test": "test_conformance.py::...", "feature": "...", "status": STATUS,
-                 "examples": 30, "detail": "skip or xfail reason"}]
-    }
-
-``STATUS`` is one of ``passed``, ``failed``, ``unsupported`` (the implementation declares it
-lacks the feature), ``expected failure`` (listed in its expected-failures file) and ``not run``
-(not applicable to this kind of implementation, or a tier not asked for).
-
-Schema 1 differs from 2 only at the top: it has ``hypothesis_profile`` where 2 has ``profile``, and
-no ``seed``, ``duration_s`` or ``notes``. :func:`port_table` reads both (``READABLE_SCHEMAS``).
+The JSON schema, the statuses and the rows: ``docs/cli.md``, "The report JSON".
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's port x feature table: a conformance report for each port, then one table of them all.
+# The port x feature table of docs/real-ports.md: a conformance report for each port, then one table of them all.
 # Usage: bash scripts/port-table.sh [port ...]   (default: numpy and the five real ports)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the real third-party ports, then run the conformance suite on each (README, "Real ports").
+# Install the real third-party ports, then run the conformance suite on each (docs/real-ports.md).
 # Ports: the arguments, else $LSTM_PORTS, else the ones CI runs: onnxruntime keras torch-quantizable.
 # Each run must exit 0: known divergences are expected failures (implementations/expected/*.txt).
 # Extra pytest arguments: LSTM_PYTEST_ARGS, e.g. LSTM_PYTEST_ARGS="--lstm-skip-expected-failures".
