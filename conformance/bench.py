@@ -442,7 +442,7 @@ def speedup_ceiling(plain_s: float, fixed_plain_s: float, fixed_workers_s: float
 def scaling(args: argparse.Namespace, extra: list, serial: dict) -> dict:
     """The -n N run, against the plain (one-process) run; and what their fixed costs allow at most."""
     try:
-        import xdist  # noqa: F401
+        import xdist  # noqa: F401 - only whether pytest-xdist is installed
     except ImportError:
         return {"workers": args.workers, "error": "pytest-xdist is not installed"}
     run = run_suite(args.impl, args.profile, args.seed, workers=args.workers, extra=extra)

@@ -60,7 +60,7 @@ def _parameters(instance: Any) -> dict:
     if callable(state):
         try:
             return {k: to_numpy(v).copy() for k, v in state().items()}
-        except Exception:
+        except Exception:  # noqa: BLE001 - a port's state_dict that fails: no weights to report
             return {}
     weights = getattr(instance, "weights", None)
     return {k: np.array(v, copy=True) for k, v in weights.items()} if isinstance(weights, dict) else {}

@@ -193,7 +193,7 @@ class Shared(ExampleDatabase):
         if self._db is not None:
             try:
                 self._check()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - whatever the client raises, the run goes on
                 self._fail("is unusable", exc)
         return self.usable
 
@@ -208,7 +208,7 @@ class Shared(ExampleDatabase):
             return
         try:
             yield from self._db.fetch(key)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - whatever the client raises, the run goes on
             self._fail("failed on reading examples", exc)
 
     def save(self, key: bytes, value: bytes) -> None:
@@ -225,7 +225,7 @@ class Shared(ExampleDatabase):
             return
         try:
             getattr(self._db, operation)(*args)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - whatever the client raises, the run goes on
             self._fail("failed on writing an example", exc)
 
     def _start_listening(self) -> None:

@@ -211,7 +211,7 @@ def _fork_worker(listener: socket.socket, connection: socket.socket, worker: Any
         write_frame(channel, os.getpid())  # the first frame: which process serves this connection
         worker.serve(connection.fileno(), channel)
         code = 0
-    except BaseException:  # noqa: BLE001
+    except BaseException:  # noqa: BLE001 - whatever ends the worker is printed for the log
         traceback.print_exc()
     finally:
         os._exit(code)

@@ -771,7 +771,7 @@ def _backward(case: Case, args: tuple, reference: _Run, oracle: _Run, perturbed:
                 got = _vjp(mine, cot, "candidate")
         except StructureError as exc:
             return [Problem("structure", f"{exc} ({loss})", rule="malformed")]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the port's backward raises is a difference
             return [Problem("raised", f"torch's backward ran, but the candidate's backward ({loss}) raised "
                                       f"{type(exc).__name__}: {exc}", rule="raised-in-backward")]
         state = {n: t.detach() for n, t in oracle.wrt.items() if n not in ("input", "h0", "c0")}
@@ -865,7 +865,7 @@ def check_double_backward(candidate: Candidate, case: Case, diagnose: bool = Fal
             try:
                 with timed("candidate"):
                     got = _vjp(mine, cot, "candidate", direction)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever the port's double backward raises is a difference
                 problems.append(Problem("raised", f"torch's double backward ran, but the candidate's ({loss}) "
                                                   f"raised {type(exc).__name__}: {exc}",
                                         rule="raised-in-double-backward"))

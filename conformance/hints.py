@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from .arrays import LSTMConfig
 from .case import Case
 from .compare import Tolerance, case_scale, floor, tolerance, value_scale, within
 from .localise import DIRECTIONS, Location, Run, run_torch, sequence_lengths, state_rows, time_major
@@ -54,7 +55,7 @@ class Evidence:
     candidate: Any = None  # the Candidate, for a "what if" on its side; None: none is asked
 
     @property
-    def config(self):  # noqa: ANN201 - LSTMConfig
+    def config(self) -> LSTMConfig:
         return self.case.config
 
     def state(self) -> dict:
@@ -80,7 +81,7 @@ class Evidence:
             _, reference, oracle = run_torch(config, self.state() if state is None else state,
                                              self.expected.args if args is None else args,
                                              call.training, call.packed, call.arguments)
-        except Exception:  # a variant torch rejects is simply not what the port does
+        except Exception:  # noqa: BLE001 - a variant torch rejects is simply not what the port does
             return False
         return all(self.agrees(self.got.parts()[k], oracle.parts()[k], reference.parts()[k]) for k in oracle.parts())
 
@@ -93,7 +94,7 @@ class Evidence:
         try:
             instance = self.candidate.build(self.config, self.expected.model.state_dict())
             got = self.candidate.run(instance, args, call.training, call.packed, form)
-        except Exception:  # it raised again, or returned something malformed: not the difference
+        except Exception:  # noqa: BLE001 - it raised again, or returned something malformed: not the difference
             return False
         ref, oracle = self.expected.reference.parts(), self.expected.oracle.parts()
         return all(self.agrees(got.parts()[k], oracle[k], ref[k]) for k in oracle)
@@ -490,7 +491,7 @@ def _float16_range(ev: Evidence) -> Optional[str]:
     try:
         _, narrow, _ = run_torch(replace(ev.config, dtype="float16"), state, args, ev.case.call.training,
                                  ev.case.call.packed, ev.case.call.arguments)
-    except Exception:
+    except Exception:  # noqa: BLE001 - torch rejects the float16 variant: no hint
         return None
     overflowed = narrow.parts()
     if all((~np.isfinite(overflowed[k]) | ~mask).all() for k, mask in new.items()):
@@ -654,7 +655,7 @@ def _final_states_skip_zero_steps(ev: Evidence, steps: Any, zero: Any) -> bool:
             try:
                 _, reference, oracle = run_torch(config, ev.state(), (steps[kept, b:b + 1], initial),
                                                  ev.case.call.training, False)
-            except Exception:  # torch rejects the shortened call: no confirmation
+            except Exception:  # noqa: BLE001 - torch rejects the shortened call: no confirmation
                 return False
             want = ((oracle.h_n, reference.h_n), (oracle.c_n, reference.c_n))
         else:
@@ -1104,7 +1105,7 @@ def recognise(evidence: Evidence, recognisers: tuple[Recogniser, ...] = RECOGNIS
             continue
         try:
             detail = recogniser.test(evidence)
-        except Exception:  # a hint is a bonus: never let it hide the failure
+        except Exception:  # noqa: BLE001 - a hint is a bonus: never let it hide the failure
             continue
         if detail:
             return Hint(recogniser.name, recogniser.bug, detail)
@@ -1125,7 +1126,7 @@ def _layer_of(name: str) -> int:
     return int(name.split("_l")[-1].split("_")[0])
 
 
-def _name(prefix: str, row: int, cfg) -> str:  # noqa: ANN001 - LSTMConfig
+def _name(prefix: str, row: int, cfg: LSTMConfig) -> str:
     layer, direction = divmod(row, cfg.num_directions)
     return f"{prefix}_l{layer}" + ("_reverse" if direction else "")
 

@@ -292,7 +292,7 @@ class ForkedCall:
             _die_with_parent(deadline=timeout)
             try:
                 payload = pickle.dumps(("ok", function(*args)))
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - the child reports whatever ends it, and exits
                 payload = pickle.dumps(("error", repr(exc)))
             with os.fdopen(write_end, "wb") as stream:
                 stream.write(payload)

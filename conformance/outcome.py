@@ -92,7 +92,7 @@ def from_arrays(result: Any, packed_input: bool, where: str = "the adapter") -> 
             raise StructureError(f"{where} returned packed data as {_describe(output.data)}; expected a numpy.ndarray")
         try:
             padded, _ = packed_to_padded(output)
-        except Exception as exc:  # a malformed PackedArrays is the adapter's fault, not ours
+        except Exception as exc:  # noqa: BLE001 - a malformed PackedArrays is the adapter's fault, not ours
             raise StructureError(f"{where} returned a malformed packed output: {type(exc).__name__}: {exc}") from None
         return Outcome(padded, h_n, c_n, packed=True, batch_sizes=np.asarray(output.batch_sizes))
     if not isinstance(output, np.ndarray):

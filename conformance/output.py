@@ -16,6 +16,7 @@ the controller:
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -24,6 +25,9 @@ import pytest
 
 from . import render, reproduce
 from .verdict import ConformanceFailure
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup  # hypothesis' and pytest's dependency before Python 3.11
 
 __all__ = ["FAILURE", "NOTE", "STATUS", "WARNING", "RunOutput", "conformance_failures", "skip_unsupported"]
 

@@ -28,7 +28,7 @@ from hypothesis.errors import InvalidArgument
 from . import database, expected
 from .candidates import Candidate
 from .checks import Runner
-from .output import FAILURE, NOTE, RunOutput
+from .output import NOTE, RunOutput
 from .verdict import Note
 from . import forkserver, isolation, process_ports
 from .isolation import DEFAULT_TIMEOUT

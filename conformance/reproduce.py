@@ -172,7 +172,7 @@ def main(implementation: str, case: Any, repeat: bool = False, python: Optional[
         print(f"the candidate {failure} on this case")
         print("\nstill differs from torch.nn.LSTM: exit 1")
         return 1
-    except Exception as exc:  # the check itself broke (not a difference): exit 2, never 1
+    except Exception as exc:  # noqa: BLE001 - the check itself broke (not a difference): exit 2, never 1
         traceback.print_exc()
         return _cannot_run(f"the check raised {type(exc).__name__}: {exc}", python,
                            "see the traceback above; this is not a difference from torch")
@@ -207,7 +207,7 @@ def _parse_case(text: str) -> Any:
             raise ValueError(f"{node.id!r} is not part of a case")
         if isinstance(node, (ast.Attribute, ast.Lambda, ast.Subscript)):
             raise ValueError("a case is written with its dataclasses, numbers, strings and tuples only")
-    return eval(compile(tree, "<case>", "eval"), {"__builtins__": {}}, names)  # names checked above
+    return eval(compile(tree, "<case>", "eval"), {"__builtins__": {}}, names)  # noqa: S307 - names checked above
 
 
 def cli(argv: Optional[list[str]] = None) -> int:

@@ -90,7 +90,7 @@ class ConformanceFailure(AssertionError):
 
     def __init__(self, candidate_name: str, case: Any, problems: list[Problem],
                  location: Any = None, hint: Any = None, repeat: bool = False, diagnosed_on: str = "",
-                 check: str = "forward"):
+                 check: str = "forward") -> None:
         """``case`` is a :class:`~conformance.case.Case` or anything else with ``to_code()``;
         ``location`` (:class:`~conformance.localise.Location`) and ``hint``
         (:class:`~conformance.hints.Hint`) are added when the failure was diagnosed, on the case

@@ -542,7 +542,7 @@ class NumpyLSTM(Adapter):
         h0, c0 = self._initial_state(hx, batch=int(batch_sizes[0]))
 
         def run(projected: np.ndarray, h: np.ndarray, c: np.ndarray, w: _DirectionWeights, reverse: bool,
-                tape: Optional[list] = None):
+                tape: Optional[list] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             return _run_packed_direction(projected, batch_sizes, h, c, w, reverse, tape)
 
         return data, h0, c0, run

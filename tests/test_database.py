@@ -18,7 +18,7 @@ from conformance.database import KEY_PREFIX, Location, Shared
 from conformance.options import OptionError
 
 from .conftest import REPO, run_pytest
-from .redis_server import RedisServer, _free_port, redis_server  # noqa: F401 - the fixture
+from .redis_server import RedisServer, _free_port
 
 #: A drop-in whose bug needs two bidirectional layers: the simplest case (one layer) passes.
 BROKEN = "--lstm-impl=tests.ports.broken:HnDirectionMajor"
@@ -484,7 +484,7 @@ def test_a_database_that_goes_away_mid_run_loses_no_result(redis_server: RedisSe
         and warnings[0].endswith("the run goes on without it"), result.stdout[-3000:]
 
     # the failure found after the server went away is in the local database: replayed as the first example
-    again = run_pytest(["--pyargs", "conformance.suite", BROKEN, "-k", f"test_matches_torch and bidirectional",
+    again = run_pytest(["--pyargs", "conformance.suite", BROKEN, "-k", "test_matches_torch and bidirectional",
                         "--lstm-max-examples=1", "-s", "--hypothesis-verbosity=verbose"], cwd=tmp_path, env={"CI": None})
     assert again.returncode == 1, again.stdout[-3000:]
     assert re.findall(r"^Draw 1 \(case\): (.*)$", again.stdout, re.M)[0] == cases[1]

@@ -79,7 +79,7 @@ def test_torch_is_not_asked_where_its_answer_varies_run_to_run(fault: str, monke
 class MutatesItsInput(torch.nn.LSTM):
     """A port that scribbles over the caller's input before failing as torch does."""
 
-    def forward(self, input, hx=None):  # noqa: A002 - nn.LSTM's own argument name
+    def forward(self, input, hx=None):
         data = input.data if isinstance(input, torch.nn.utils.rnn.PackedSequence) else input
         with torch.no_grad():
             data.fill_(1e6)

@@ -128,7 +128,7 @@ def test_a_ports_own_assert_is_reported_as_the_port_raising() -> None:
     from conformance.verdict import ConformanceFailure
 
     class AssertsOnHx(torch.nn.LSTM):
-        def forward(self, input, hx=None):  # noqa: A002 - nn.LSTM's own argument name
+        def forward(self, input, hx=None):
             assert hx is not None, "this port insists on an initial state"
             return super().forward(input, hx)
 

@@ -42,7 +42,7 @@ def _run(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
-def _failure(action) -> ConformanceFailure:  # noqa: ANN001
+def _failure(action) -> ConformanceFailure:
     with pytest.raises(ConformanceFailure) as info:
         action()
     return info.value
