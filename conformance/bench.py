@@ -245,7 +245,7 @@ def catalogue(profile: str, seed: Optional[int], log: Any = None) -> dict:
         raise BenchError(f"--catalogue needs a source checkout: {REPO / 'tests' / 'ports' / 'broken.py'} not found")
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from tests.ports.broken import CATALOGUE  # type: ignore[import-not-found]
+    from tests.ports.broken import CATALOGUE
 
     ports: dict[str, dict] = {}
     for name, cls in CATALOGUE.items():

@@ -296,7 +296,7 @@ def judge_error(reference: CallRecord, got: CallRecord, strictness: str, what: s
     ref = reference.raised
     error_class = UNDEFINED if reference.crashed or ref is None or unstable or reference.other_kernels else ref.origin
     verdict = ErrorVerdict(error_class)
-    if error_class == UNDEFINED:
+    if error_class == UNDEFINED or ref is None:  # (ref is None: undefined)
         # torch accepted a call its documentation rules out, or crashed: its own heap may be
         # corrupted (pytorch/pytorch#173946), so no behaviour of the candidate is wrong here.
         verdict.notes.append(Note(UNDEFINED, what, call, reference.describe(), got.describe()))

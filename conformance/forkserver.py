@@ -143,7 +143,7 @@ def _serve(listener: socket.socket, folder: str) -> None:
         gc.freeze()  # see conformance.worker.serve
         ended: dict[int, int] = {}  # pid -> wait status, until someone asks
         while True:
-            ready, _, _ = select.select([listener, wake], [], [], 1.0)
+            ready, _, _ = select.select([listener.fileno(), wake], [], [], 1.0)
             _reap(workers, ended)
             if wake in ready:
                 break

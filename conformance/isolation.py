@@ -302,7 +302,7 @@ class ForkedCall:
 
     def _read(self) -> tuple[bytes, bool]:
         """All the child sent, and whether it closed its end before the deadline."""
-        chunks = []
+        chunks: list[bytes] = []
         try:
             while True:
                 ready, _, _ = select.select([self.read_end], [], [], max(0.0, self.deadline - time.monotonic()))

@@ -112,9 +112,9 @@ class _FirstOfGroup:
         self.reprcrash = _Crash(render.headline(data))
 
     def _others(self) -> str:
-        others = self.group.tests[1:] if self.group is not None else []
-        if not others:
+        if self.group is None or len(self.group.tests) < 2:
             return ""
+        others = self.group.tests[1:]
         names = [_brief_name(t, self.group.tests[0]) for t in others]
         count = f"{len(others)} more test{'s' if len(others) > 1 else ''} fail{'' if len(others) > 1 else 's'}"
         return "\n\n" + render.test_list(names, prefix=f"{count} the same way: ")

@@ -103,7 +103,7 @@ class _Recorder:
     def _count_examples(self, item: Any) -> None:
         handle = getattr(getattr(item, "obj", None), "hypothesis", None)
         inner = getattr(handle, "inner_test", None)
-        if inner is None or getattr(inner, "_lstm_conformance_counted", False):
+        if handle is None or inner is None or getattr(inner, "_lstm_conformance_counted", False):
             return
         recorder = self
 

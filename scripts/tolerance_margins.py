@@ -94,7 +94,7 @@ def case_margin(candidate: Any, case: Any, expected: Any) -> float:
 
 def draw_cases(dtype: str, kind: str, count: int, args: argparse.Namespace) -> list:
     drawn: list = []
-    sizes = dict(hidden_size=st.integers(1, args.hidden), input_size=st.integers(1, args.inputs),
+    sizes: dict[str, Any] = dict(hidden_size=st.integers(1, args.hidden), input_size=st.integers(1, args.inputs),
                  seq_len=st.integers(1, args.steps), batch=st.integers(1, args.batch))
     strategy = cases(Capabilities().without("dropout"), dtype=dtype, training=False,
                      values=None if kind == "plain" else kind, **sizes)
