@@ -116,7 +116,7 @@ class _Recorder:
             recorder._example(None)
             return result
 
-        counted._lstm_conformance_counted = True  # type: ignore[attr-defined]
+        counted._lstm_conformance_counted = True  # type: ignore[attr-defined]  # a mark read back above
         handle.inner_test = counted
 
     def _example(self, exc: Optional[BaseException]) -> None:
