@@ -8,7 +8,7 @@ torch-named NumPy weights, and its :meth:`Adapter.forward` maps NumPy inputs to 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Mapping, Optional, Union
+from typing import AbstractSet, ClassVar, Mapping, Optional, Union
 
 import numpy as np
 
@@ -48,8 +48,8 @@ ArrayResult = tuple[ArrayInput, ArrayState]
 class Capabilities:
     """What a port supports.  The defaults declare everything torch supports."""
 
-    features: frozenset[str] = field(default_factory=lambda: frozenset(FEATURES))
-    dtypes: frozenset[str] = frozenset(DTYPES)
+    features: AbstractSet[str] = field(default_factory=lambda: frozenset(FEATURES))  # kept as a frozenset
+    dtypes: AbstractSet[str] = frozenset(DTYPES)  # kept as a frozenset
     errors: str = "raises"
     #: Whether the port's gradients are checked against torch's (``conformance.gradients``).  ``None``:
     #: the kind's default, yes for a drop-in (torch's autograd runs through it) and no for an adapter,

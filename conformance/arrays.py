@@ -90,9 +90,10 @@ def _check_packed(packed: PackedArrays) -> None:
     if all(i is None for i in indices):
         return
     batch = np.arange(counts[0])
-    orders = [None if i is None else np.asarray(i) for i in indices]
-    if any(o is None or o.shape != batch.shape or not np.array_equal(np.sort(o), batch) for o in orders) \
-            or not np.array_equal(orders[0][orders[1]], batch):
+    order, inverse = (None if i is None else np.asarray(i) for i in indices)
+    if order is None or inverse is None \
+            or any(o.shape != batch.shape or not np.array_equal(np.sort(o), batch) for o in (order, inverse)) \
+            or not np.array_equal(order[inverse], batch):
         raise ValueError(f"sorted_indices {_listed(indices[0])} and unsorted_indices {_listed(indices[1])} must be "
                          f"inverse permutations of the batch of {counts[0]}")
 

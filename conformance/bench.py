@@ -245,7 +245,7 @@ def catalogue(profile: str, seed: Optional[int], log: Any = None) -> dict:
         raise BenchError(f"--catalogue needs a source checkout: {REPO / 'tests' / 'ports' / 'broken.py'} not found")
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from tests.ports.broken import CATALOGUE  # type: ignore[import-not-found]
+    from tests.ports.broken import CATALOGUE
 
     ports: dict[str, dict] = {}
     for name, cls in CATALOGUE.items():
@@ -442,7 +442,7 @@ def speedup_ceiling(plain_s: float, fixed_plain_s: float, fixed_workers_s: float
 def scaling(args: argparse.Namespace, extra: list, serial: dict) -> dict:
     """The -n N run, against the plain (one-process) run; and what their fixed costs allow at most."""
     try:
-        import xdist  # noqa: F401
+        import xdist  # noqa: F401 - only whether pytest-xdist is installed
     except ImportError:
         return {"workers": args.workers, "error": "pytest-xdist is not installed"}
     run = run_suite(args.impl, args.profile, args.seed, workers=args.workers, extra=extra)

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from .adapters import Adapter, Capabilities
-from .arrays import LSTMConfig, PackedArrays
+from .arrays import LSTMConfig
 from .case import call_arguments
 from .dtypes import to_numpy
-from .outcome import Outcome, from_arrays, from_torch
+from .outcome import Outcome, from_arrays, from_torch, packed_arrays
 from .timing import timed  # lstm-conformance bench times the forward call only
 
 __all__ = ["Candidate", "CandidateError", "make_candidate"]
@@ -127,7 +127,7 @@ def _to_arrays(value: Any) -> Any:
     from torch.nn.utils.rnn import PackedSequence
 
     if isinstance(value, PackedSequence):
-        return PackedArrays(*(None if t is None else to_numpy(t) for t in value))
+        return packed_arrays(value)
     if isinstance(value, torch.Tensor):
         return to_numpy(value)
     if isinstance(value, (tuple, list)):

@@ -302,19 +302,20 @@ class Case:
     def _input_lines(self, opts: str) -> list[str]:
         cfg, call = self.config, self.call
         feat = cfg.input_size
+        lengths = list(call.lengths or ())  # set for packed input
         if call.packing == "pack_sequence":
-            return [f"lengths = {list(call.lengths)}",
+            return [f"lengths = {lengths}",
                     f"seqs = [torch.randn(n, {feat}, {opts}) for n in lengths]",
                     *self._x_value_lines("seqs"),
                     f"x = pack_sequence(seqs, enforce_sorted={call.enforce_sorted})"] + self._packed_layout_lines()
         if call.packing == "pack_padded_sequence":
-            dims = (call.batch, call.seq_len) if cfg.batch_first else (call.seq_len, call.batch)
-            return [f"lengths = {list(call.lengths)}",
-                    f"padded = torch.randn({dims[0]}, {dims[1]}, {feat}, {opts})",
+            shape = (call.batch, call.seq_len) if cfg.batch_first else (call.seq_len, call.batch)
+            return [f"lengths = {lengths}",
+                    f"padded = torch.randn({shape[0]}, {shape[1]}, {feat}, {opts})",
                     *self._x_value_lines("padded"),
                     f"x = pack_padded_sequence(padded, lengths, batch_first={cfg.batch_first}, "
                     f"enforce_sorted={call.enforce_sorted})"] + self._packed_layout_lines()
-        if call.unbatched:
+        if call.batch is None:
             dims: tuple[int, ...] = (call.seq_len, feat)
         elif cfg.batch_first:
             dims = (call.batch, call.seq_len, feat)

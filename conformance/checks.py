@@ -8,7 +8,7 @@ candidate conforms.  These functions are what the pytest suite and the CLI call.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from .isolation import DEFAULT_TIMEOUT, run_isolated
 from .outcome import Outcome, StructureError
 from .processes import ProcessFailure
 from .reference import Expected, copy_args, expected_for
-from .verdict import ConformanceFailure, Note, Problem, call_form
+from .verdict import ConformanceFailure, Note, Problem, Repeat, call_form
 
 __all__ = ["ConformanceFailure", "Problem", "Runner", "check_forward", "check_error", "check_packing_error", "judged",
            "run_gradients"]
@@ -60,7 +60,7 @@ def _parameters(instance: Any) -> dict:
     if callable(state):
         try:
             return {k: to_numpy(v).copy() for k, v in state().items()}
-        except Exception:
+        except Exception:  # noqa: BLE001 - a port's state_dict that fails: no weights to report
             return {}
     weights = getattr(instance, "weights", None)
     return {k: np.array(v, copy=True) for k, v in weights.items()} if isinstance(weights, dict) else {}
@@ -80,9 +80,9 @@ def _compare(case: Case, expected: Expected, got: Outcome, call: int = 1,
     """
     ref = expected.reference
     problems: list[Problem] = []
-    if ref.packed and not np.array_equal(np.asarray(got.batch_sizes), ref.batch_sizes):
-        problems.append(Problem("structure", f"packed output batch_sizes {list(got.batch_sizes)} "
-                                             f"!= torch's {list(ref.batch_sizes)}",
+    if ref.packed and not np.array_equal(np.asarray(got.batch_sizes), np.asarray(ref.batch_sizes)):
+        problems.append(Problem("structure", f"packed output batch_sizes {list(np.asarray(got.batch_sizes))} "
+                                             f"!= torch's {list(np.asarray(ref.batch_sizes))}",
                                 tensor="batch_sizes", call=call, rule="batch-sizes"))
         return problems
     comparable = {}
@@ -158,7 +158,7 @@ def _after_switch(problems: list[Problem], earlier: tuple[bool, ...], training: 
                     region=f"{p.region}; {where}" if p.region else where) for p in problems]
 
 
-def check_forward(candidate: Candidate, case: Case, repeat: Union[bool, int, tuple[bool, ...]] = False,
+def check_forward(candidate: Candidate, case: Case, repeat: Repeat = False,
                   diagnose: bool = False) -> None:
     """Run ``case`` on torch and on ``candidate``; raise :class:`ConformanceFailure` on any difference.
 
@@ -375,14 +375,14 @@ class Runner:
     def __repr__(self) -> str:
         return repr(self.candidate)
 
-    def forward(self, case: Case, repeat: bool = False, diagnose: Optional[bool] = None) -> None:
+    def forward(self, case: Case, repeat: Repeat = False, diagnose: Optional[bool] = None) -> None:
         """:func:`check_forward`, isolated; ``diagnose`` defaults to "this is the example hypothesis reports"."""
         self.calls += 1
         if self.expected:
             return self._expected(case, lambda: self._forward(case, repeat, diagnose))
         return self._forward(case, repeat, diagnose)
 
-    def _forward(self, case: Case, repeat: bool, diagnose: Optional[bool]) -> None:
+    def _forward(self, case: Case, repeat: Repeat, diagnose: Optional[bool]) -> None:
         if diagnose is None:
             diagnose = _final_example()
         if not self.isolate:

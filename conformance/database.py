@@ -57,7 +57,7 @@ class Location:
         user = f"{parts.username}:" if parts.username else ":"
         return self.url.replace(f"{parts.netloc.rpartition('@')[0]}@", f"{user}***@", 1)
 
-    def open(self, read_only: bool) -> tuple[ExampleDatabase, Callable[[], None]]:
+    def open(self, read_only: bool) -> tuple[ExampleDatabase, Callable[[], object]]:
         """The hypothesis database, and a check that raises where it cannot be used now."""
         if self.kind == "folder":
             path = Path(self.url)
@@ -142,7 +142,7 @@ def _check_folder(path: Path, read_only: bool) -> None:
         raise PermissionError(f"{existing} is not {'readable' if read_only else 'writable'}")
 
 
-def _open_redis(url: str, read_only: bool) -> tuple[ExampleDatabase, Callable[[], None]]:
+def _open_redis(url: str, read_only: bool) -> tuple[ExampleDatabase, Callable[[], object]]:
     import redis
     from hypothesis.extra.redis import RedisExampleDatabase
     from redis.backoff import NoBackoff
@@ -153,7 +153,7 @@ def _open_redis(url: str, read_only: bool) -> tuple[ExampleDatabase, Callable[[]
         reads, so that a read-only run writes nothing and works with a Redis user that may only read."""
 
         def fetch(self, key: bytes) -> Iterable[bytes]:
-            yield from self.redis.smembers(KEY_PREFIX + key)
+            yield from self.redis.smembers(KEY_PREFIX + key)  # type: ignore[misc]  # bytes: the client decodes nothing
 
     client = redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S,
                                   retry=Retry(NoBackoff(), RETRIES))
@@ -174,7 +174,7 @@ class Shared(ExampleDatabase):
         super().__init__()
         self.location, self.read_only, self._warn = location, read_only, warn
         self._db: Optional[ExampleDatabase] = None
-        self._check: Callable[[], None] = lambda: None
+        self._check: Callable[[], object] = lambda: None
         try:
             self._db, self._check = location.open(read_only)
         except Exception as exc:  # noqa: BLE001 - whatever the client raises, the run goes on
@@ -193,7 +193,7 @@ class Shared(ExampleDatabase):
         if self._db is not None:
             try:
                 self._check()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - whatever the client raises, the run goes on
                 self._fail("is unusable", exc)
         return self.usable
 
@@ -208,7 +208,7 @@ class Shared(ExampleDatabase):
             return
         try:
             yield from self._db.fetch(key)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - whatever the client raises, the run goes on
             self._fail("failed on reading examples", exc)
 
     def save(self, key: bytes, value: bytes) -> None:
@@ -225,7 +225,7 @@ class Shared(ExampleDatabase):
             return
         try:
             getattr(self._db, operation)(*args)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - whatever the client raises, the run goes on
             self._fail("failed on writing an example", exc)
 
     def _start_listening(self) -> None:

@@ -224,7 +224,7 @@ class _Setup:
         key = (layer, evaluation)
         if key not in self._weights:
             state = self.data[evaluation][1]
-            names = [n for n in self.config.weight_names() if _NAME.match(n) and int(_NAME.match(n).group(2)) == layer]
+            names = [n for n in self.config.weight_names() if (m := _NAME.match(n)) and int(m.group(2)) == layer]
             self._weights[key] = [state[n] for n in names]
         return self._weights[key]
 
@@ -260,7 +260,7 @@ def _dropped_layers(config: LSTMConfig, input_dropout: bool) -> range:
 def _lengths(case: Case) -> list[int]:
     call = case.call
     if call.packed:
-        return list(call.lengths)
+        return list(call.lengths or ())  # always set for packed input
     return [call.seq_len] * (1 if call.unbatched else int(call.batch or 0))
 
 
@@ -377,19 +377,20 @@ def _tolerances(setup: _Setup, lanes: dict[int, _Lanes], below: list[np.ndarray]
     the layers below (``below``: their largest magnitudes), which its rounding is relative to."""
     dtype = setup.config.dtype
 
-    def flat(evaluation: str, name: str) -> Optional[np.ndarray]:
-        if evaluation not in setup.data:
-            return None
+    def flat(evaluation: str, name: str) -> np.ndarray:
         arrays = [v.values[evaluation][name].double().numpy().ravel() for v in lanes.values()]
         return np.concatenate(arrays) if arrays else np.zeros(0)
+
+    def evaluated(evaluation: str, name: str) -> Optional[np.ndarray]:  # None: not evaluated in this setup
+        return flat(evaluation, name) if evaluation in setup.data else None
 
     scale = value_scale([flat(ORACLE, name) for name in _PARTS] + [np.asarray(a) for a in setup.layer0] + below)
     tols = {}
     for name in _PARTS:
         oracle = flat(ORACLE, name)
-        reference = flat(REFERENCE, name)
+        reference = evaluated(REFERENCE, name)
         tols[name] = tolerance(dtype, oracle if reference is None else reference, oracle, scale=scale,
-                               perturbed=flat(PERTURBED, name))
+                               perturbed=evaluated(PERTURBED, name))
     return tols
 
 
@@ -404,7 +405,7 @@ def _fit(setup: _Setup, layer: int, b: int, v: _Lanes, tols: dict[str, Tolerance
     checks = [(setup.got[name][rows, b], v.oracle(name).numpy(), tols[name]) for name in ("h_n", "c_n")]
     count = v.count
     ok = np.ones(count, dtype=bool)
-    judged = []
+    judged: list[tuple[np.ndarray, Optional[tuple[np.ndarray, np.ndarray, Tolerance]]]] = []
     if last:
         out = v.oracle("output").numpy()
         mine = setup.got["output"][:n, b]
@@ -440,9 +441,9 @@ def _survivors(v: _Lanes, ok: np.ndarray, dropped: bool) -> list[_Path]:
     merged: dict[bytes, _Path] = {}
     out = {evaluation: parts["output"] for evaluation, parts in v.values.items()}
     for lane in np.nonzero(ok)[0]:
-        path, mask = v.lane(lane)
+        path, mask = v.lane(int(lane))
         key = out[ORACLE][lane].numpy().tobytes()
-        masks = path.masks + ((mask,) if dropped else ())
+        masks = path.masks + ((mask,) if dropped and mask is not None else ())  # dropped: a mask was tried
         if key in merged:
             old = merged[key]
             masks = tuple(np.where(a == m, a, UNKNOWN).astype(np.int8) for a, m in zip(old.masks, masks))
@@ -499,7 +500,7 @@ def recover(case: Case, expected: Expected, got: Outcome, call: int = 1, scale: 
         following: dict[int, list[_Path]] = {}
         for b, v in lanes.items():
             ok, order = _fit(setup, layer, b, v, tols, last, output_dropped and last, scale)
-            if not ok.any():
+            if order is not None:  # no lane fits: the closest first
                 failures[b] = (layer, int(order[0]), v)
                 continue
             survivors = _survivors(v, ok, dropped)

@@ -36,7 +36,7 @@ class ExpectedFailure:
         if config is None or call is None:
             return False
         for key, op, value in self.when:
-            have = getattr(config, key) if hasattr(config, key) else getattr(call, key, _MISSING)
+            have: Any = getattr(config, key) if hasattr(config, key) else getattr(call, key, _MISSING)
             try:
                 if have is _MISSING or not _OPERATORS[op](have, value):
                     return False
@@ -107,7 +107,8 @@ def file_for(target: Any) -> Optional[Path]:
     if not name or not isinstance(name, str):
         return None
     module = sys.modules.get(getattr(target, "__module__", ""), None)
-    base = Path(module.__file__).parent if module is not None and getattr(module, "__file__", None) else Path.cwd()
+    file = getattr(module, "__file__", None) if module is not None else None
+    base = Path(file).parent if file else Path.cwd()
     return base / name
 
 

@@ -143,7 +143,7 @@ def _serve(listener: socket.socket, folder: str) -> None:
         gc.freeze()  # see conformance.worker.serve
         ended: dict[int, int] = {}  # pid -> wait status, until someone asks
         while True:
-            ready, _, _ = select.select([listener, wake], [], [], 1.0)
+            ready, _, _ = select.select([listener.fileno(), wake], [], [], 1.0)
             _reap(workers, ended)
             if wake in ready:
                 break
@@ -211,7 +211,7 @@ def _fork_worker(listener: socket.socket, connection: socket.socket, worker: Any
         write_frame(channel, os.getpid())  # the first frame: which process serves this connection
         worker.serve(connection.fileno(), channel)
         code = 0
-    except BaseException:  # noqa: BLE001
+    except BaseException:  # noqa: BLE001 - whatever ends the worker is printed for the log
         traceback.print_exc()
     finally:
         os._exit(code)

@@ -48,7 +48,7 @@ import copy
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -112,9 +112,17 @@ def gradient_order(config: Any) -> list[str]:
     """The tensors gradients are taken with respect to, in the order the backward pass reaches them:
     the parameters from the last layer down (torch's names), then the input, h0 and c0."""
     names = config.weight_names()
-    layers = sorted({int(_NAME.match(n).group(2)) for n in names}, reverse=True)
-    ordered = [n for layer in layers for n in names if int(_NAME.match(n).group(2)) == layer]
+    layers = sorted({_layer(n) for n in names}, reverse=True)
+    ordered = [n for layer in layers for n in names if _layer(n) == layer]
     return ordered + ["input", "h0", "c0"]
+
+
+def _layer(name: str) -> int:
+    """The layer of a parameter named as torch names them (``weight_ih_l1_reverse``: 1)."""
+    match = _NAME.match(name)
+    if match is None:
+        raise ValueError(f"{name!r} is not the name of an LSTM parameter")
+    return int(match.group(2))
 
 
 # ------------------------------------------------------------------------------ running with autograd
@@ -272,7 +280,7 @@ def masked_lstm(config: Any, params: dict, args: tuple, case: Case, masks: tuple
     hs, cs = [], []
     names = config.weight_names()
     for layer in range(config.num_layers):
-        weights = [params[n] for n in names if int(_NAME.match(n).group(2)) == layer]
+        weights = [params[n] for n in names if _layer(n) == layer]
         r = slice(layer * config.num_directions, (layer + 1) * config.num_directions)
         state = (h0[r].contiguous(), c0[r].contiguous())
         with warnings.catch_warnings():
@@ -368,7 +376,7 @@ def _vjp(run: _Run, cotangents: dict, what: str, direction: Optional[dict] = Non
 
     laid = _for_run(cotangents, run)
     if run.backward is not None:
-        return _adapter_vjp(run, laid, what)
+        return _adapter_vjp(run, run.backward, laid, what)
     outputs, grads = [], []
     for name, cot in laid.items():
         tensor = run.results[name]
@@ -380,8 +388,8 @@ def _vjp(run: _Run, cotangents: dict, what: str, direction: Optional[dict] = Non
         return dict.fromkeys(run.wrt)
     tensors = [run.wrt[n] for n in names]
     with timed(what):
-        found = torch.autograd.grad(outputs, tensors, grads, retain_graph=True, allow_unused=True,
-                                    create_graph=direction is not None)
+        found: Sequence[Optional[torch.Tensor]] = torch.autograd.grad(
+            outputs, tensors, grads, retain_graph=True, allow_unused=True, create_graph=direction is not None)
         if direction is not None:
             terms = [(g * direction[n].to(g.dtype)).sum() for n, g in zip(names, found)
                      if g is not None and g.requires_grad and n in direction]
@@ -392,12 +400,12 @@ def _vjp(run: _Run, cotangents: dict, what: str, direction: Optional[dict] = Non
     return result
 
 
-def _adapter_vjp(run: _Run, laid: dict, what: str) -> dict:
+def _adapter_vjp(run: _Run, backward: Callable[[dict], Any], laid: dict, what: str) -> dict:
     """An adapter's backward() on the cotangents (arrays in its results' dtype; a result the loss does not
     use is left out), its result checked: the gradients it returned for the names of ``run.wrt``."""
     cotangents = {n: to_numpy(c) for n, c in laid.items() if c is not None}
     with timed(what):
-        got = run.backward(cotangents)
+        got = backward(cotangents)
     if not isinstance(got, Mapping):
         raise StructureError(f"backward() returned {type(got).__name__}; expected a dict of gradients by name "
                              f"('input', 'h0', 'c0', and the parameters by torch's names)")
@@ -446,8 +454,8 @@ def _where(name: str, bad: np.ndarray, case: Case, mine_none: bool, bad_steps: O
         kind, layer, reverse = match.group(1), int(match.group(2)), bool(match.group(3))
         place = f"layer {layer}" + (f", {'reverse' if reverse else 'forward'} direction" if cfg.bidirectional else "")
         if kind != "weight_hr" and bad.shape[0] % 4 == 0:
-            rows = bad.reshape(4, bad.shape[0] // 4, -1).any(axis=(1, 2))
-            blocks = [g for g, on in zip(GATES, rows) if on]
+            gates_bad = np.asarray(bad.reshape(4, bad.shape[0] // 4, -1).any(axis=(1, 2)))
+            blocks = [g for g, on in zip(GATES, gates_bad) if on]
             place += f", gate block{'s' if len(blocks) > 1 else ''} {', '.join(blocks)}"
         words.insert(0, place)
     elif name in ("h0", "c0"):
@@ -489,7 +497,7 @@ def _input_time_major(array: np.ndarray, case: Case, args: tuple) -> np.ndarray:
 
 
 def _lengths(case: Case, steps: int, batch: int) -> list[int]:
-    return list(case.call.lengths) if case.call.packed else [steps] * batch
+    return list(case.call.lengths or ()) if case.call.packed else [steps] * batch  # packed: lengths set
 
 
 def through_time(case: Case, ok: np.ndarray, args: tuple) -> Optional[bool]:
@@ -562,8 +570,8 @@ def _judge(case: Case, grads: Gradients, args: tuple, order: list[str], call: in
         if mismatch is None:
             continue
         bad = ~ok
-        steps = _input_time_major(bad, case, args) if name == "input" else None
-        detail = _where(name, bad, case, mine_none, steps)
+        bad_steps = _input_time_major(bad, case, args) if name == "input" else None
+        detail = _where(name, bad, case, mine_none, bad_steps)
         if name == "input" and through_time(case, ok, args):
             detail += "; only the gradient flowing back through time differs: each sequence's last step is right"
         problems.append(Problem("gradient", detail, mismatch=mismatch, tensor=name, call=call,
@@ -771,7 +779,7 @@ def _backward(case: Case, args: tuple, reference: _Run, oracle: _Run, perturbed:
                 got = _vjp(mine, cot, "candidate")
         except StructureError as exc:
             return [Problem("structure", f"{exc} ({loss})", rule="malformed")]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the port's backward raises is a difference
             return [Problem("raised", f"torch's backward ran, but the candidate's backward ({loss}) raised "
                                       f"{type(exc).__name__}: {exc}", rule="raised-in-backward")]
         state = {n: t.detach() for n, t in oracle.wrt.items() if n not in ("input", "h0", "c0")}
@@ -790,7 +798,7 @@ def _masked_runs(case: Case, args: tuple, reference: _Run, masks: tuple) -> tupl
 
     cfg = case.config
     state = {n: t.detach() for n, t in reference.wrt.items() if n not in ("input", "h0", "c0")}
-    runs = []
+    runs: list[_Run] = []
     for dtype in ((torch.float64,) if cfg.dtype == "float64" else (getattr(torch, cfg.dtype), torch.float64)):
         params = {n: t.to(dtype).clone().requires_grad_(True) for n, t in state.items()}
         call_args = copy_args(args) if dtype == getattr(torch, cfg.dtype) else _float64_args(args)
@@ -865,7 +873,7 @@ def check_double_backward(candidate: Candidate, case: Case, diagnose: bool = Fal
             try:
                 with timed("candidate"):
                     got = _vjp(mine, cot, "candidate", direction)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever the port's double backward raises is a difference
                 problems.append(Problem("raised", f"torch's double backward ran, but the candidate's ({loss}) "
                                                   f"raised {type(exc).__name__}: {exc}",
                                         rule="raised-in-double-backward"))
@@ -934,7 +942,8 @@ def check_gradient_accumulation(candidate: Candidate, case: Case, diagnose: bool
                     base = start[name].double().numpy()
                     have = None if tensor.grad is None else tensor.grad.detach().double().numpy()
                     want = base + call * truth[name]
-                    ref = base + call * (theirs.get(name) if theirs.get(name) is not None else 0.0)
+                    their = theirs.get(name)
+                    ref = base + call * (their if their is not None else 0.0)
                     tol = gradient_tolerance(cfg.dtype, ref - base, want - base, None,
                                              call * gradient_scale(truth.values()))
                     tol = Tolerance(2 * call * tol.atol + _rounding(cfg.dtype, base), tol.rtol, tol.torch_error)

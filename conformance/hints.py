@@ -15,10 +15,11 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Generic, Optional, TypeVar
 
 import numpy as np
 
+from .arrays import LSTMConfig
 from .case import Case
 from .compare import Tolerance, case_scale, floor, tolerance, value_scale, within
 from .localise import DIRECTIONS, Location, Run, run_torch, sequence_lengths, state_rows, time_major
@@ -30,6 +31,9 @@ __all__ = ["Evidence", "GRADIENT_RECOGNISERS", "GradientEvidence", "Hint", "Reco
            "recognise_gradients"]
 
 GATES = ("i", "f", "g", "o")
+
+#: The evidence a recogniser reads: a failing case's (:class:`Evidence`) or a failing gradient check's.
+EvidenceT = TypeVar("EvidenceT", "Evidence", "GradientEvidence")
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ class Evidence:
     candidate: Any = None  # the Candidate, for a "what if" on its side; None: none is asked
 
     @property
-    def config(self):  # noqa: ANN201 - LSTMConfig
+    def config(self) -> LSTMConfig:
         return self.case.config
 
     def state(self) -> dict:
@@ -80,7 +84,7 @@ class Evidence:
             _, reference, oracle = run_torch(config, self.state() if state is None else state,
                                              self.expected.args if args is None else args,
                                              call.training, call.packed, call.arguments)
-        except Exception:  # a variant torch rejects is simply not what the port does
+        except Exception:  # noqa: BLE001 - a variant torch rejects is simply not what the port does
             return False
         return all(self.agrees(self.got.parts()[k], oracle.parts()[k], reference.parts()[k]) for k in oracle.parts())
 
@@ -93,7 +97,7 @@ class Evidence:
         try:
             instance = self.candidate.build(self.config, self.expected.model.state_dict())
             got = self.candidate.run(instance, args, call.training, call.packed, form)
-        except Exception:  # it raised again, or returned something malformed: not the difference
+        except Exception:  # noqa: BLE001 - it raised again, or returned something malformed: not the difference
             return False
         ref, oracle = self.expected.reference.parts(), self.expected.oracle.parts()
         return all(self.agrees(got.parts()[k], oracle[k], ref[k]) for k in oracle)
@@ -108,12 +112,12 @@ class Evidence:
 
 
 @dataclass(frozen=True)
-class Recogniser:
+class Recogniser(Generic[EvidenceT]):
     """One row of the table: a name, the bug it stands for, and the test of its pattern."""
 
     name: str
     bug: str
-    test: Callable[[Evidence], Optional[str]]
+    test: Callable[[EvidenceT], Optional[str]]
     any_case: bool = False  # False: only for cases whose every output is fixed (no random dropout mask)
 
 
@@ -300,7 +304,8 @@ def _replaced(args: tuple, change: Callable[[Any], Any], positions: set[int]) ->
 
 
 def _c_strides(tensor: Any) -> tuple[int, ...]:
-    strides, step = [], 1
+    strides: list[int] = []
+    step = 1
     for size in reversed(tensor.shape):
         strides.insert(0, step)
         step *= size
@@ -490,7 +495,7 @@ def _float16_range(ev: Evidence) -> Optional[str]:
     try:
         _, narrow, _ = run_torch(replace(ev.config, dtype="float16"), state, args, ev.case.call.training,
                                  ev.case.call.packed, ev.case.call.arguments)
-    except Exception:
+    except Exception:  # noqa: BLE001 - torch rejects the float16 variant: no hint
         return None
     overflowed = narrow.parts()
     if all((~np.isfinite(overflowed[k]) | ~mask).all() for k, mask in new.items()):
@@ -650,11 +655,12 @@ def _final_states_skip_zero_steps(ev: Evidence, steps: Any, zero: Any) -> bool:
     for b in range(steps.shape[1]):
         kept = [t for t in range(int(lengths[b])) if not bool(zero[t, b])]
         initial = (h0[:, b:b + 1], c0[:, b:b + 1])
+        want: tuple[tuple[np.ndarray, np.ndarray], ...]  # (truth, reference) for h_n and c_n
         if kept:
             try:
                 _, reference, oracle = run_torch(config, ev.state(), (steps[kept, b:b + 1], initial),
                                                  ev.case.call.training, False)
-            except Exception:  # torch rejects the shortened call: no confirmation
+            except Exception:  # noqa: BLE001 - torch rejects the shortened call: no confirmation
                 return False
             want = ((oracle.h_n, reference.h_n), (oracle.c_n, reference.c_n))
         else:
@@ -784,7 +790,7 @@ def _reverse_halves(ev: Evidence) -> Optional[tuple[np.ndarray, np.ndarray, np.n
 
 def _reverse_not_flipped(ev: Evidence) -> Optional[str]:
     halves = _reverse_halves(ev)
-    if halves is None or ev.location.directions_differing != ("reverse",):
+    if halves is None or ev.location is None or ev.location.directions_differing != ("reverse",):
         return None
     got, truth, lengths = halves
     flipped = truth.copy()
@@ -814,7 +820,8 @@ def _directions_interleaved(ev: Evidence) -> Optional[str]:
 
 def _packed_reverse_from_padded_end(ev: Evidence) -> Optional[str]:
     halves = _reverse_halves(ev)
-    if halves is None or not ev.case.call.packed or ev.location.directions_differing != ("reverse",):
+    if halves is None or ev.location is None or not ev.case.call.packed \
+            or ev.location.directions_differing != ("reverse",):
         return None
     got, truth, lengths = halves
     bad = ~within(got, truth, tolerance(ev.config.dtype, truth, truth))
@@ -1037,7 +1044,7 @@ def _fixed_step_buffer(ev: Evidence) -> Optional[str]:
             "chunking, or a state reset every few steps")
 
 
-RECOGNISERS: tuple[Recogniser, ...] = (
+RECOGNISERS: tuple[Recogniser[Evidence], ...] = (
     Recogniser("mutates-input", "the port modifies its inputs in place", _mutates_input, any_case=True),
     Recogniser("numpy-of-grad-tensor", "input that requires grad not detached", _numpy_of_grad_tensor, any_case=True),
     Recogniser("argument-form", "a way of passing the arguments that nn.LSTM accepts is not supported", _argument_form),
@@ -1097,14 +1104,18 @@ RECOGNISERS: tuple[Recogniser, ...] = (
 )
 
 
-def recognise(evidence: Evidence, recognisers: tuple[Recogniser, ...] = RECOGNISERS) -> Optional[Hint]:
+def recognise(evidence: Evidence, recognisers: tuple[Recogniser[Evidence], ...] = RECOGNISERS) -> Optional[Hint]:
     """The first recogniser that sees its pattern; a recogniser that fails is skipped."""
+    return _first_hint(evidence, recognisers)
+
+
+def _first_hint(evidence: EvidenceT, recognisers: tuple[Recogniser[EvidenceT], ...]) -> Optional[Hint]:
     for recogniser in recognisers:
         if not (recogniser.any_case or evidence.case.deterministic):
             continue
         try:
             detail = recogniser.test(evidence)
-        except Exception:  # a hint is a bonus: never let it hide the failure
+        except Exception:  # noqa: BLE001 - a hint is a bonus: never let it hide the failure
             continue
         if detail:
             return Hint(recogniser.name, recogniser.bug, detail)
@@ -1125,7 +1136,7 @@ def _layer_of(name: str) -> int:
     return int(name.split("_l")[-1].split("_")[0])
 
 
-def _name(prefix: str, row: int, cfg) -> str:  # noqa: ANN001 - LSTMConfig
+def _name(prefix: str, row: int, cfg: LSTMConfig) -> str:
     layer, direction = divmod(row, cfg.num_directions)
     return f"{prefix}_l{layer}" + ("_reverse" if direction else "")
 
@@ -1267,7 +1278,7 @@ def _dropout_ignored_in_backward(ev: GradientEvidence) -> Optional[str]:
 
 
 #: The gradient recognisers (:func:`recognise_gradients`), first match wins.
-GRADIENT_RECOGNISERS: tuple[Recogniser, ...] = (
+GRADIENT_RECOGNISERS: tuple[Recogniser[GradientEvidence], ...] = (
     Recogniser("gradient-detached", "the result is detached from autograd", _gradient_detached, any_case=True),
     Recogniser("float32-gradients", "the backward computes a float64 model in float32", _float32_gradients,
                any_case=True),
@@ -1286,6 +1297,6 @@ GRADIENT_RECOGNISERS: tuple[Recogniser, ...] = (
 
 
 def recognise_gradients(evidence: GradientEvidence,
-                        recognisers: tuple[Recogniser, ...] = GRADIENT_RECOGNISERS) -> Optional[Hint]:
+                        recognisers: tuple[Recogniser[GradientEvidence], ...] = GRADIENT_RECOGNISERS) -> Optional[Hint]:
     """The first gradient recogniser that sees its pattern; one that fails is skipped (as :func:`recognise`)."""
-    return recognise(evidence, recognisers)  # type: ignore[arg-type] - the same walk over another evidence
+    return _first_hint(evidence, recognisers)

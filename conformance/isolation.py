@@ -291,7 +291,7 @@ class ForkedCall:
             _die_with_parent(deadline=timeout)
             try:
                 payload = pickle.dumps(("ok", function(*args)))
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - the child reports whatever ends it, and exits
                 payload = pickle.dumps(("error", repr(exc)))
             with os.fdopen(write_end, "wb") as stream:
                 stream.write(payload)
@@ -301,7 +301,7 @@ class ForkedCall:
 
     def _read(self) -> tuple[bytes, bool]:
         """All the child sent, and whether it closed its end before the deadline."""
-        chunks = []
+        chunks: list[bytes] = []
         try:
             while True:
                 ready, _, _ = select.select([self.read_end], [], [], max(0.0, self.deadline - time.monotonic()))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,12 @@ from .case import Case
 from .compare import tolerance, value_scale, within
 from .outcome import Outcome
 from .reference import Expected, evaluate
+
+if TYPE_CHECKING:
+    import torch
+
+#: An array or a tensor: what :func:`time_major` takes, and returns in kind.
+ArrayT = TypeVar("ArrayT", np.ndarray, "torch.Tensor")
 
 __all__ = ["Location", "Piece", "Run", "localise", "run_torch", "sequence_lengths", "state_rows", "time_major"]
 
@@ -83,7 +89,7 @@ class Run:
 # ------------------------------------------------------------------------------------ layouts
 
 
-def time_major(output: np.ndarray, config: LSTMConfig, case: Case) -> np.ndarray:
+def time_major(output: ArrayT, config: LSTMConfig, case: Case) -> ArrayT:
     """An output as (T, N, features): unbatched gets a batch axis, batch_first is transposed."""
     if case.call.unbatched:
         return output[:, None]
@@ -223,7 +229,7 @@ def _first_departure(run: Run, case: Case) -> dict:
         lengths = sequence_lengths(case, steps, batch)
         best = None
         for d in range(d_count):
-            per_step = bad[:, :, d * features:(d + 1) * features].any(axis=-1)  # (T, N)
+            per_step = np.asarray(bad[:, :, d * features:(d + 1) * features].any(axis=-1))  # (T, N)
             if not per_step.any():
                 continue
             found["directions"].append(DIRECTIONS[d])
@@ -241,7 +247,7 @@ def _first_departure(run: Run, case: Case) -> dict:
         mask = run.bad.get(name)
         if mask is None:
             return dict(found, tensor=name)
-        rows = state_rows(mask, case).any(axis=-1)  # (layers * directions, N)
+        rows = np.asarray(state_rows(mask, case).any(axis=-1))  # (layers * directions, N)
         if rows.any():
             row, b = (int(i[0]) for i in np.nonzero(rows))
             differing = {DIRECTIONS[r % d_count] for r in np.nonzero(rows.any(axis=1))[0]}

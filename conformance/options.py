@@ -90,5 +90,5 @@ class OneLineParser(argparse.ArgumentParser):
             type(self), error_name=self.error_name, error_hint=self.error_hint))
         return super().add_subparsers(**kwargs)
 
-    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.error_name}: error: {message}{self.error_hint}\n")

@@ -57,6 +57,14 @@ def _split(result: Any, where: str) -> tuple[Any, Any, Any]:
     return output, hidden[0], hidden[1]
 
 
+def packed_arrays(packed: Any) -> PackedArrays:
+    """A ``PackedSequence``'s fields as NumPy arrays (views of the same memory)."""
+    data, batch_sizes, sorted_indices, unsorted_indices = packed
+    return PackedArrays(to_numpy(data), to_numpy(batch_sizes),
+                        None if sorted_indices is None else to_numpy(sorted_indices),
+                        None if unsorted_indices is None else to_numpy(unsorted_indices))
+
+
 def from_torch(result: Any, packed_input: bool, where: str = "the implementation") -> Outcome:
     """Check and convert what a torch module returned."""
     import torch
@@ -70,7 +78,7 @@ def from_torch(result: Any, packed_input: bool, where: str = "the implementation
         if not isinstance(output, PackedSequence):
             raise StructureError(f"{where} returned output as {_describe(output)} for a PackedSequence input; "
                                  "expected a PackedSequence, as nn.LSTM returns")
-        output = PackedArrays(*(None if t is None else to_numpy(t) for t in output))
+        output = packed_arrays(output)
         return from_arrays((output, (to_numpy(h_n), to_numpy(c_n))), packed_input, where)
     if not isinstance(output, torch.Tensor):
         raise StructureError(f"{where} returned output as {_describe(output)}; expected a torch.Tensor")
@@ -92,7 +100,7 @@ def from_arrays(result: Any, packed_input: bool, where: str = "the adapter") -> 
             raise StructureError(f"{where} returned packed data as {_describe(output.data)}; expected a numpy.ndarray")
         try:
             padded, _ = packed_to_padded(output)
-        except Exception as exc:  # a malformed PackedArrays is the adapter's fault, not ours
+        except Exception as exc:  # noqa: BLE001 - a malformed PackedArrays is the adapter's fault, not ours
             raise StructureError(f"{where} returned a malformed packed output: {type(exc).__name__}: {exc}") from None
         return Outcome(padded, h_n, c_n, packed=True, batch_sizes=np.asarray(output.batch_sizes))
     if not isinstance(output, np.ndarray):

@@ -16,6 +16,7 @@ the controller:
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -24,6 +25,9 @@ import pytest
 
 from . import render, reproduce
 from .verdict import ConformanceFailure
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup  # hypothesis' and pytest's dependency before Python 3.11
 
 __all__ = ["FAILURE", "NOTE", "STATUS", "WARNING", "RunOutput", "conformance_failures", "skip_unsupported"]
 
@@ -108,9 +112,9 @@ class _FirstOfGroup:
         self.reprcrash = _Crash(render.headline(data))
 
     def _others(self) -> str:
-        others = self.group.tests[1:] if self.group is not None else []
-        if not others:
+        if self.group is None or len(self.group.tests) < 2:
             return ""
+        others = self.group.tests[1:]
         names = [_brief_name(t, self.group.tests[0]) for t in others]
         count = f"{len(others)} more test{'s' if len(others) > 1 else ''} fail{'' if len(others) > 1 else 's'}"
         return "\n\n" + render.test_list(names, prefix=f"{count} the same way: ")

@@ -28,7 +28,7 @@ from hypothesis.errors import InvalidArgument
 from . import database, expected
 from .candidates import Candidate
 from .checks import Runner
-from .output import FAILURE, NOTE, RunOutput
+from .output import NOTE, RunOutput
 from .verdict import Note
 from . import forkserver, isolation, process_ports
 from .isolation import DEFAULT_TIMEOUT
@@ -343,7 +343,7 @@ def _database_header(config: Any) -> list[str]:
     if shared is None:
         return []
     use = "read-only" if shared.read_only else "read and written; each run draws its own examples"
-    if settings.default.database is not None:
+    if settings.default is not None and settings.default.database is not None:
         state = "beside the local database" if shared.usable else "unusable: the local database only"
     else:
         state = "alone (the session's hypothesis profile has no database)" if shared.usable else \
@@ -392,7 +392,7 @@ def pytest_collection_modifyitems(config: Any, items: list) -> None:
         return
     chosen = _suite_settings(config)
     for item in suite_items:
-        test = getattr(item, "obj", None)
+        test: Any = getattr(item, "obj", None)
         if getattr(test, "is_hypothesis_test", False):
             # The attribute where hypothesis keeps the settings a test runs with: what @settings sets, and
             # what hypothesis' own pytest plugin replaces for parametrized tests.  Set by every session,

@@ -36,7 +36,7 @@ import weakref
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional, cast
 
 import numpy as np
 
@@ -344,7 +344,7 @@ class Session:
             if reply["type"] == "unsupported":
                 raise PortUnsupported(f"the port '{self.port.name}' does not support this {what} request: "
                                       f"{reply.get('reason', '')}")
-            if what == "construct":
+            if what == "construct" and model is not None:  # (a construct request is sent for a model)
                 self.built.add(model)
         return replies[-1]
 
@@ -485,7 +485,7 @@ class ProcessAdapter(Adapter):
         return gradients
 
 
-def adapter_class(port: PortSpec) -> type:
+def adapter_class(port: PortSpec) -> type[ProcessAdapter]:
     """Resolve ``port``: check it can run, handshake once (the program then stops), and return a
     :class:`ProcessAdapter` subclass with its capabilities.  Raises a one-line :class:`SpecError`."""
     check_runnable(port)
@@ -503,7 +503,7 @@ def adapter_class(port: PortSpec) -> type:
                   "__doc__": f"The process port {port.name}: {hello.describe()}, run as {port.describe()}."}
     if port.expected_failures:
         attributes["expected_failures"] = port.expected_failures
-    return type(f"ProcessPort_{_identifier(port.name)}", (ProcessAdapter,), attributes)
+    return cast("type[ProcessAdapter]", type(f"ProcessPort_{_identifier(port.name)}", (ProcessAdapter,), attributes))
 
 
 def _identifier(name: str) -> str:

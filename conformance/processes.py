@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from typing import NoReturn, Optional
+from typing import IO, NoReturn, Optional
 
 from .isolation import _die_with_parent, _ended
 
@@ -115,7 +115,7 @@ class ChildProcess:
         self.environment = dict(environment or {})
         self.name = name
         self.process: Optional[subprocess.Popen] = None
-        self._stderr: Optional[tempfile._TemporaryFileWrapper] = None  # type: ignore[type-arg]
+        self._stderr: Optional[IO[bytes]] = None
         self.starts = 0  # how many times a process was started: a restart changes it
 
     # ------------------------------------------------------------------ lifecycle

@@ -62,7 +62,7 @@ def load_path(path: str) -> Any:
         sys.path.append(os.getcwd())  # let `--lstm-impl mypkg.lstm:MyLSTM` find mypkg in the current folder
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever the import raises, the user sees why
         raise ResolutionError(f"cannot import '{module_name}' for '{path}': {type(exc).__name__}: {exc}") from None
     obj: Any = module
     for part in attr.split("."):
@@ -91,7 +91,7 @@ def resolve(spec: Optional[str] = None, origin: Optional[str] = None) -> Candida
         where = f"{origin}, entry point of {dist.name if dist else 'an installed package'}"
         try:
             target = ep.load()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the entry point raises, the user sees why
             raise ResolutionError(f"entry point '{spec}' ({path}) failed to load: {type(exc).__name__}: {exc}") from None
     elif ":" in spec or "." in spec:
         name, path, where = spec, spec, f"{origin}, import path"

@@ -17,9 +17,12 @@ import sys
 import textwrap
 import traceback
 from dataclasses import MISSING, fields, is_dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import render
+
+if TYPE_CHECKING:
+    from .verdict import Repeat
 
 __all__ = ["main", "script", "source"]
 
@@ -46,7 +49,7 @@ def _same(value: Any, default: Any) -> bool:
     return type(value) is type(default) and value == default
 
 
-def script(implementation: str, failure: Any, test_id: str = "", repeat: bool = False) -> str:
+def script(implementation: str, failure: Any, test_id: str = "", repeat: Repeat = False) -> str:
     """The source of a reproducer for a :class:`~conformance.verdict.ConformanceFailure`."""
     case = failure.case
     kind = type(case).__name__
@@ -127,7 +130,7 @@ def _cannot_run(problem: str, python: Optional[str], hint: str) -> int:
     return 2
 
 
-def main(implementation: str, case: Any, repeat: bool = False, python: Optional[str] = None,
+def main(implementation: str, case: Any, repeat: Repeat = False, python: Optional[str] = None,
          check: str = "forward") -> int:
     """Run the check behind ``case`` (``check``: one of ``conformance.verdict.CHECKS``); print the result.
 
@@ -172,7 +175,7 @@ def main(implementation: str, case: Any, repeat: bool = False, python: Optional[
         print(f"the candidate {failure} on this case")
         print("\nstill differs from torch.nn.LSTM: exit 1")
         return 1
-    except Exception as exc:  # the check itself broke (not a difference): exit 2, never 1
+    except Exception as exc:  # noqa: BLE001 - the check itself broke (not a difference): exit 2, never 1
         traceback.print_exc()
         return _cannot_run(f"the check raised {type(exc).__name__}: {exc}", python,
                            "see the traceback above; this is not a difference from torch")
@@ -180,7 +183,7 @@ def main(implementation: str, case: Any, repeat: bool = False, python: Optional[
     return 0
 
 
-def command(implementation: str, case: Any, repeat: bool = False, check: str = "forward") -> str:
+def command(implementation: str, case: Any, repeat: Repeat = False, check: str = "forward") -> str:
     """A one-line shell command that runs the same check as :func:`script`'s file."""
     import shlex
 
@@ -207,7 +210,7 @@ def _parse_case(text: str) -> Any:
             raise ValueError(f"{node.id!r} is not part of a case")
         if isinstance(node, (ast.Attribute, ast.Lambda, ast.Subscript)):
             raise ValueError("a case is written with its dataclasses, numbers, strings and tuples only")
-    return eval(compile(tree, "<case>", "eval"), {"__builtins__": {}}, names)  # names checked above
+    return eval(compile(tree, "<case>", "eval"), {"__builtins__": {}}, names)  # noqa: S307 - names checked above
 
 
 def cli(argv: Optional[list[str]] = None) -> int:

@@ -172,7 +172,7 @@ def _model_within_cost(config: LSTMConfig, least_layers: int, fixed: frozenset, 
     (a focus drew it).  A projection stays below the hidden size."""
     budget = limit // 2
 
-    def fits(**sizes: int) -> bool:
+    def fits(**sizes: Any) -> bool:  # sizes of the config, by field name
         return _model_cost(replace(config, **sizes)) <= budget
 
     def largest(name: str, low: int) -> int:  # the largest value of ``name`` in [low, now] that fits
@@ -265,7 +265,7 @@ def lengths_lists(draw: Any, batch: int, max_len: int, sorted_desc: bool) -> tup
 PACKED_LAYOUTS = tuple(layout for layout in LAYOUTS if layout != "expanded")
 
 
-def _draw_layouts(draw: Any, call: Call, allowed: frozenset, required: frozenset, views: str) -> dict[str, str]:
+def _draw_layouts(draw: Any, call: Call, allowed: frozenset, required: frozenset, views: str) -> dict[str, Any]:
     """The memory layouts of the input and of (h0, c0), and how the call passes its arguments.
 
     Each shrinks towards the plain value: contiguous tensors, passed positionally with hx a tuple.
@@ -279,7 +279,7 @@ def _draw_layouts(draw: Any, call: Call, allowed: frozenset, required: frozenset
             forced = "noncontiguous" in required and views == "hx"
             fields["state_layout"] = draw(_sampled(STATE_LAYOUTS[1:] if forced else STATE_LAYOUTS))
     if "argument_forms" in allowed:
-        forms = ARGUMENT_FORMS[1:] if "argument_forms" in required else ARGUMENT_FORMS
+        forms: tuple[str, ...] = ARGUMENT_FORMS[1:] if "argument_forms" in required else ARGUMENT_FORMS
         if not call.with_hx:
             forms = tuple(form for form in forms if form != "hx_list")  # no hx, no list
         fields["arguments"] = draw(_sampled(forms))
@@ -355,7 +355,7 @@ def _indices(size: int, most: int) -> st.SearchStrategy[list[int]]:
 
 
 def _draw_values(draw: Any, config: LSTMConfig, call: Call, kind: Optional[str],
-                 weight_scale: Optional[st.SearchStrategy[float]]) -> tuple[dict[str, Values], float]:
+                 weight_scale: Optional[st.SearchStrategy[float]]) -> tuple[dict[str, Any], float]:
     """The value fields of ``call`` (``x_values``, ``h0_values``, ``c0_values``) and the weight scale.
 
     ``kind`` (one of :data:`VALUE_KINDS`) is what a focus asks for; ``None`` draws plain values nine
@@ -402,7 +402,8 @@ def _draw_values(draw: Any, config: LSTMConfig, call: Call, kind: Optional[str],
 
 def _draw_zeros(draw: Any, config: LSTMConfig, call: Call) -> Values:
     """All-zero time steps, batch elements or features of x (one kind at least), maybe as -0.0."""
-    steps = min(call.lengths) if call.packing == "pack_sequence" else call.seq_len  # steps every sequence has
+    # the steps every sequence has (packed calls always have lengths)
+    steps = min(call.lengths or ()) if call.packing == "pack_sequence" else call.seq_len
     kinds = ["steps", "features"] + ([] if call.unbatched else ["sequences"])
     first = draw(_sampled(tuple(kinds)))
     chosen = {kind for kind in kinds if kind == first or draw(st.booleans())}
@@ -415,18 +416,19 @@ def _draw_zeros(draw: Any, config: LSTMConfig, call: Call) -> Values:
 def _element(call: Call, config: LSTMConfig, tensor: str, width: int) -> st.SearchStrategy[tuple[int, ...]]:
     """The logical index of one element of x, h0 or c0 (see :class:`~conformance.case.Values`)."""
     features = st.integers(0, width - 1)
+    batch = call.batch  # None: unbatched
     if tensor != "x":
         rows = st.integers(0, config.num_layers * config.num_directions - 1)
-        if call.unbatched:
+        if batch is None:
             return st.tuples(rows, features)
-        return st.tuples(rows, st.integers(0, call.batch - 1), features)
-    if call.unbatched:
+        return st.tuples(rows, st.integers(0, batch - 1), features)
+    if batch is None:
         return st.tuples(st.integers(0, call.seq_len - 1), features)
     if call.packed:  # a step within that sequence's own length (the padding is not part of the input)
-        lengths = call.lengths
-        return st.integers(0, call.batch - 1).flatmap(
+        lengths = call.lengths or ()  # always set for packed input
+        return st.integers(0, batch - 1).flatmap(
             lambda b: st.tuples(st.integers(0, lengths[b] - 1), st.just(b), features))
-    return st.tuples(st.integers(0, call.seq_len - 1), st.integers(0, call.batch - 1), features)
+    return st.tuples(st.integers(0, call.seq_len - 1), st.integers(0, batch - 1), features)
 
 
 @st.composite
@@ -454,11 +456,11 @@ def cases(
     ``"input"`` (a dense tensor or the packed data) or ``"hx"`` (h0 and c0).  ``values`` (one of
     :data:`VALUE_KINDS`) puts that kind of values in every case; by default one case in ten has some.
     """
-    allowed, required = capabilities.features, frozenset(require)
+    allowed, required = frozenset(capabilities.features), frozenset(require)
     # -- the model
     in_size, hidden, layers, proj = _draw_model_sizes(draw, allowed, required, same_state, input_size, hidden_size,
                                                       proj_size, layer_count)
-    model_dtype = dtype or draw(_sampled(_drawn_dtypes(capabilities.dtypes)))
+    model_dtype = dtype or draw(_sampled(_drawn_dtypes(frozenset(capabilities.dtypes))))
     limit = MAX_COST // HALF_COST_SHARE if model_dtype in HALF else MAX_COST
     # -- the mode: a random dropout mask needs the "dropout" capability
     is_training = training if training is not None else ("dropout" in required or draw(st.booleans()))
@@ -688,13 +690,13 @@ CALL_FAULTS: dict[str, CallFault] = {
 }
 
 
-def _packed(data: str = "x.data", batch_sizes: str = "x.batch_sizes",
-            indices: str = "x.sorted_indices, x.unsorted_indices") -> Callable[[Case], tuple[tuple[str, ...], None]]:
+def _packed(data: str = "x.data", batch_sizes: str = "x.batch_sizes", indices: str = "x.sorted_indices, x.unsorted_indices"
+            ) -> Callable[[Case], tuple[tuple[str, ...], Optional[str]]]:
     """A PackedSequence built by hand from the packed ``x``, with one of its parts replaced."""
     return _lines(f"x = PackedSequence({data}, {batch_sizes}, {indices})")
 
 
-def _not_a_permutation(case: Case) -> tuple[tuple[str, ...], None]:
+def _not_a_permutation(case: Case) -> tuple[tuple[str, ...], Optional[str]]:
     batch = case.call.batch
     return _packed(indices=f"torch.zeros({batch}, dtype=torch.int64), torch.arange({batch})")(case)
 

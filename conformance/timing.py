@@ -103,7 +103,7 @@ class _Recorder:
     def _count_examples(self, item: Any) -> None:
         handle = getattr(getattr(item, "obj", None), "hypothesis", None)
         inner = getattr(handle, "inner_test", None)
-        if inner is None or getattr(inner, "_lstm_conformance_counted", False):
+        if handle is None or inner is None or getattr(inner, "_lstm_conformance_counted", False):
             return
         recorder = self
 
@@ -116,7 +116,7 @@ class _Recorder:
             recorder._example(None)
             return result
 
-        counted._lstm_conformance_counted = True  # type: ignore[attr-defined]
+        counted._lstm_conformance_counted = True  # type: ignore[attr-defined]  # a mark read back above
         handle.inner_test = counted
 
     def _example(self, exc: Optional[BaseException]) -> None:

@@ -10,7 +10,7 @@ plain (JSON-able) form that crosses process boundaries and goes into reports.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from . import render
 from .compare import Mismatch
@@ -85,12 +85,17 @@ def call_form(case: Any) -> str:
     return "packed" if call.packed else "unbatched" if call.unbatched else "dense"
 
 
+#: The calls a forward check makes (``conformance.checks.check_forward``): a second identical call
+#: (True), a number of calls, or one call per training mode given.
+Repeat = Union[bool, int, tuple[bool, ...]]
+
+
 class ConformanceFailure(AssertionError):
     """The candidate does not behave like torch.nn.LSTM on a case."""
 
     def __init__(self, candidate_name: str, case: Any, problems: list[Problem],
-                 location: Any = None, hint: Any = None, repeat: bool = False, diagnosed_on: str = "",
-                 check: str = "forward"):
+                 location: Any = None, hint: Any = None, repeat: Repeat = False, diagnosed_on: str = "",
+                 check: str = "forward") -> None:
         """``case`` is a :class:`~conformance.case.Case` or anything else with ``to_code()``;
         ``location`` (:class:`~conformance.localise.Location`) and ``hint``
         (:class:`~conformance.hints.Hint`) are added when the failure was diagnosed, on the case

@@ -146,7 +146,7 @@ def serve(requests: int = 0, replies: Any = None) -> None:
             reply = ("failed", failure)
         except ProcessFailure as failure:  # a process port's program crashed, hung or broke the protocol:
             reply = ("crashed", str(failure))  # a crash of the candidate, with what its process did
-        except BaseException:  # report, and stay alive for the next call
+        except BaseException:  # noqa: BLE001 - report, and stay alive for the next call
             reply = ("error", traceback.format_exc())
         try:
             write_frame(protocol_out, reply)

@@ -62,7 +62,7 @@ def time_major(input: ArrayInput, hx: object,
 
 
 def torch_layout(output: np.ndarray, h_n: np.ndarray, c_n: np.ndarray, input: ArrayInput, unbatched: bool,
-                 config: LSTMConfig) -> tuple[object, State]:
+                 config: LSTMConfig) -> tuple[ArrayInput, State]:
     """The inverse of :func:`time_major`: a ``(T, N, F)`` output and states laid out as torch returns them."""
     if isinstance(input, PackedArrays):
         return padded_to_packed(output, input), (h_n, c_n)

@@ -52,11 +52,11 @@ try:
 except ImportError as exc:
     raise missing_port("flax", exc) from None
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from conformance.adapters import Adapter, ArrayInput, ArrayResult, Capabilities  # noqa: E402
-from conformance.arrays import LSTMConfig  # noqa: E402
-from implementations._layout import (time_major, time_major_cotangents, torch_layout,  # noqa: E402
+from conformance.adapters import Adapter, ArrayInput, ArrayResult, Capabilities
+from conformance.arrays import LSTMConfig
+from implementations._layout import (time_major, time_major_cotangents, torch_layout,
                                      torch_layout_gradients, torch_parameter_gradients)
 
 __all__ = ["FlaxLSTM"]

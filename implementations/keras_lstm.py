@@ -142,13 +142,12 @@ class KerasLSTM(Adapter):
         require grad, so that autograd can differentiate the results with respect to them."""
         cfg = self.config
         D = cfg.num_directions
-        x, lengths, unbatched, state = time_major(input, hx, cfg)
+        x, lengths, unbatched, arrays = time_major(input, hx, cfg)
         mask = None if lengths is None else np.arange(x.shape[0])[None, :] < lengths[:, None]  # True on valid steps
 
         x = keras.ops.convert_to_tensor(np.ascontiguousarray(x)).requires_grad_(requires_grad)
-        if state is not None:
-            state = tuple(keras.ops.convert_to_tensor(np.ascontiguousarray(s)).requires_grad_(requires_grad)
-                          for s in state)
+        state = None if arrays is None else tuple(
+            keras.ops.convert_to_tensor(np.ascontiguousarray(s)).requires_grad_(requires_grad) for s in arrays)
         layer_input = x.transpose(0, 1).contiguous()  # Keras is batch-major
         keras_mask = None if mask is None else keras.ops.convert_to_tensor(mask)
         h_n, c_n = [], []

@@ -89,7 +89,7 @@ class _DirectionGrads:
         def zeros(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
             return None if a is None else np.zeros_like(a)
 
-        return cls(zeros(w.w_ih), zeros(w.w_hh), zeros(w.b_ih), zeros(w.b_hh), zeros(w.w_hr))
+        return cls(np.zeros_like(w.w_ih), np.zeros_like(w.w_hh), zeros(w.b_ih), zeros(w.b_hh), zeros(w.w_hr))
 
     def named(self, layer: int, suffix: str) -> dict[str, np.ndarray]:
         """By torch's parameter names (``weight_ih_l0_reverse``, ...); absent parameters left out."""
@@ -435,6 +435,7 @@ class NumpyLSTM(Adapter):
         ``(L*D, N, Hout)`` and ``(L*D, N, H)`` in the weights' dtype, then a non-empty sequence.
         """
         cfg = self.config
+        batch: Optional[int]  # None: unbatched
         if isinstance(input, PackedArrays):
             data = _as_array(input.data, "packed data")
             batch_sizes = _as_array(input.batch_sizes, "batch_sizes")
@@ -542,7 +543,7 @@ class NumpyLSTM(Adapter):
         h0, c0 = self._initial_state(hx, batch=int(batch_sizes[0]))
 
         def run(projected: np.ndarray, h: np.ndarray, c: np.ndarray, w: _DirectionWeights, reverse: bool,
-                tape: Optional[list] = None):
+                tape: Optional[list] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             return _run_packed_direction(projected, batch_sizes, h, c, w, reverse, tape)
 
         return data, h0, c0, run
@@ -699,7 +700,7 @@ class NumpyLSTM(Adapter):
             for direction, w in enumerate(layer_weights):
                 # h0/c0/h_n/c_n index = layer * D + direction (view(num_layers, D, N, .)).
                 index = layer * directions + direction
-                tape = None if tapes is None else []
+                tape: Optional[list] = None if tapes is None else []
                 out, h_n[index], c_n[index] = run(
                     _input_projection(layer_input, w), h0[index], c0[index], w, direction == 1, tape
                 )

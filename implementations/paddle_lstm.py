@@ -63,16 +63,16 @@ import numpy as np
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ INFO lines ("pir interpreter ...")
 
-from implementations._extras import missing_port  # noqa: E402
+from implementations._extras import missing_port
 
 try:
     import paddle
 except ImportError as exc:
     raise missing_port("paddle", exc) from None
 
-from conformance.adapters import Adapter, ArrayInput, ArrayResult, ArrayState, Capabilities  # noqa: E402
-from conformance.arrays import LSTMConfig, PackedArrays, packed_to_padded, padded_to_packed  # noqa: E402
-from implementations._layout import time_major_cotangents, torch_layout_gradients  # noqa: E402
+from conformance.adapters import Adapter, ArrayInput, ArrayResult, ArrayState, Capabilities
+from conformance.arrays import LSTMConfig, PackedArrays, packed_to_padded, padded_to_packed
+from implementations._layout import time_major_cotangents, torch_layout_gradients
 
 __all__ = ["PaddleLSTM"]
 

@@ -60,7 +60,10 @@ _NAME = re.compile(r"^layers\.(\d+)\.layer_(fw|bw)\.cell\.(igates|hgates)\.(weig
 
 
 def _torch_name(name: str) -> str:
-    layer, direction, gates, attribute = _NAME.match(name).groups()
+    match = _NAME.match(name)
+    if match is None:
+        raise ValueError(f"{name!r} is not a parameter of the quantizable LSTM")
+    layer, direction, gates, attribute = match.groups()
     return f"{attribute}_{'ih' if gates == 'igates' else 'hh'}_l{layer}{'_reverse' if direction == 'bw' else ''}"
 
 

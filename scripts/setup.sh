@@ -3,9 +3,10 @@
 # multi-GB CUDA build), then this project with its test extra, saying what it does step by step.
 # Safe to run again: when .venv already holds what this run would install (the same torch pin,
 # extras and pyproject.toml), it says so and installs nothing; remove .venv to start afresh.
-# Real ports' extras are added by name: `bash scripts/setup.sh onnxruntime keras` or
-# LSTM_EXTRAS="onnxruntime keras" (extras: onnxruntime, jax, keras, paddle, redis, all). The JavaScript ports
-# (tfjs, onnxruntime-node) are named the same way: their npm packages are installed with `npm ci` from
+# Other extras are added by name: `bash scripts/setup.sh onnxruntime keras` or
+# LSTM_EXTRAS="onnxruntime keras" (extras: onnxruntime, jax, keras, paddle, redis, all; dev, the
+# contributor's linter, type checker and pre-commit). The JavaScript ports (tfjs, onnxruntime-node)
+# are named the same way: their npm packages are installed with `npm ci` from
 # the lockfile in implementations/js/<port>, scripts skipped (onnxruntime-node's downloads CUDA binaries).
 set -euo pipefail
 cd "$(dirname "$0")/.."

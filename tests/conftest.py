@@ -11,6 +11,8 @@ import pytest
 
 from conformance import forkserver
 
+from .redis_server import redis_server  # noqa: F401 - a fixture: a throwaway redis-server for one test
+
 REPO = Path(__file__).resolve().parent.parent
 
 

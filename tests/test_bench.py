@@ -36,6 +36,7 @@ def test_the_speedup_ceiling_keeps_each_runs_fixed_cost_whole() -> None:
     assert bench.speedup_ceiling(20.0, 2.0, 2.0, 4) == pytest.approx(20.0 / 6.5)
 
 
+@pytest.mark.slow
 def test_a_run_selecting_no_test_measures_the_fixed_cost() -> None:
     run = bench.run_suite("numpy", "dev", 0, empty=True)
     assert run["exit_code"] == 5 and run["examples"] == 0 and 0 < run["wall_s"] < 60
@@ -109,6 +110,7 @@ def test_timing_is_off_without_the_variable() -> None:
         pass
 
 
+@pytest.mark.slow
 def test_timing_writes_one_file_per_process_and_owner(tmp_path: Path) -> None:
     code = ("import os\nfrom conformance import timing\n"
             "with timing.timed('reference'):\n    pass\n"
@@ -130,6 +132,7 @@ def _run_main(argv: list[str]) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_an_unknown_implementation_is_a_one_line_error(tmp_path: Path) -> None:
     target = tmp_path / "out.json"
     result = _run_main(["no.such.module:LSTM", "--json", str(target)])
@@ -139,6 +142,7 @@ def test_an_unknown_implementation_is_a_one_line_error(tmp_path: Path) -> None:
     assert not target.exists()  # not left behind, empty
 
 
+@pytest.mark.slow
 def test_an_unwritable_json_path_is_a_one_line_error(tmp_path: Path) -> None:
     result = _run_main(["torch", "--json", str(tmp_path / "missing" / "out.json")])
     assert result.returncode == 2
@@ -146,6 +150,7 @@ def test_an_unwritable_json_path_is_a_one_line_error(tmp_path: Path) -> None:
     assert "cannot write --json" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_bad_option_is_a_one_line_error() -> None:
     result = _run_main(["torch", "--profile", "fast"])
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -160,6 +165,7 @@ def test_the_parser_plugs_into_a_subcommand_parser() -> None:
     assert args.seed is None and args.scaling and args.workers == 2
 
 
+@pytest.mark.slow
 def test_a_small_run_attributes_the_worker_processes_forward_calls(tmp_path: Path) -> None:
     """End to end on 8 examples: the worker process's records reach the test that ran them."""
     target = tmp_path / "bench.json"

@@ -56,6 +56,7 @@ def test_catalogue_is_large_and_documented() -> None:
         assert cls.__doc__ and cls.__doc__.strip(), f"{cls.__name__} needs a one-line description of its bug"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(BROKEN))
 def test_broken_port_is_flagged(suite_runner, name: str) -> None:
     """Flagged, with a reproducer, and (on the minimal case hypothesis reports) the right hint."""
@@ -70,6 +71,7 @@ def test_broken_port_is_flagged(suite_runner, name: str) -> None:
         assert f"[{hint}]" in result.stdout, f"{name}: expected the hint [{hint}]:\n{result.stdout[-6000:]}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(GOOD))
 def test_correct_port_passes(suite_runner, name: str) -> None:
     _skip_without_node(name)
@@ -77,6 +79,7 @@ def test_correct_port_passes(suite_runner, name: str) -> None:
     assert result.returncode == 0, f"{name} was flagged:\n{result.stdout[-5000:]}"
 
 
+@pytest.mark.slow
 def test_a_failure_report_gives_statistics_and_the_case_as_code(suite_runner) -> None:
     result = suite_runner(f"--lstm-impl={BROKEN['onnx-gate-order']}", "--hypothesis-profile=dev", "-x", "-q",
                           "-k", "test_matches_torch and initial_state")

@@ -37,6 +37,7 @@ def _cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 900) -> 
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_report_on_a_port_never_seen_gives_a_matrix_and_a_reproducer_that_exits_1(tmp_path: Path) -> None:
     (tmp_path / "new_port.py").write_text(NEW_PORT)
     started = time.perf_counter()
@@ -78,6 +79,7 @@ def test_report_on_a_port_never_seen_gives_a_matrix_and_a_reproducer_that_exits_
     assert "| batch_first | **failed** |" in lines and "| errors: forward call | passed |" in lines
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["check", "nope"], "unknown implementation 'nope'"),
     (["report", "numpy", "--json", "/no/such/folder/out.json"], "folder /no/such/folder does not exist"),
@@ -105,6 +107,7 @@ def test_bad_input_is_a_one_line_error(tmp_path: Path, args: list[str], message:
     assert not result.stdout  # nothing ran
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--workers", "0"], "lstm-conformance bench: error: argument --workers: must be a whole number of 1 or more"),
     (["--seed", "x"], "lstm-conformance bench: error: argument --seed: must be a whole number of 0 or more"),
@@ -201,6 +204,7 @@ def test_a_report_without_a_seed_says_so() -> None:
     assert "profile `ci`, no seed given, 12.3 s," in report.to_markdown(doc)
 
 
+@pytest.mark.slow
 def test_table_reads_reports_of_either_schema(tmp_path: Path) -> None:
     new = report.document("numpy", None, "ci", _results(), seed=3, duration_s=1.0)
     old = {k: v for k, v in new.items() if k not in ("profile", "seed", "duration_s")}
@@ -216,18 +220,21 @@ def test_table_reads_reports_of_either_schema(tmp_path: Path) -> None:
     assert "cannot read report other.json: not an lstm-conformance report (schema 1 or 2)" in result.stderr
 
 
+@pytest.mark.slow
 def test_list_shows_capabilities(tmp_path: Path) -> None:
     result = _cli("list", cwd=tmp_path)
     assert result.returncode == 0
     assert "numpy" in result.stdout and "torch" in result.stdout and "unsupported:" in result.stdout
 
 
+@pytest.mark.slow
 def test_check_prints_a_summary_table(tmp_path: Path) -> None:
     result = _cli("check", "torch", "--profile", "dev", "--max-examples", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "feature" in result.stdout and "batch_first" in result.stdout and " passed" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_seed_reproduces_a_run_even_where_ci_derandomizes(suite_runner) -> None:
     """Under CI hypothesis derandomizes, which ignores --hypothesis-seed; the suite's tests honour it."""
     args = ["--lstm-impl=torch", "-k", "test_matches_torch and any and not many_layers", "--lstm-max-examples=4",
@@ -239,6 +246,7 @@ def test_a_seed_reproduces_a_run_even_where_ci_derandomizes(suite_runner) -> Non
     assert drawn[0] == drawn[1] and drawn[0] != drawn[2], drawn
 
 
+@pytest.mark.slow
 def test_a_failing_example_replays_from_the_database(suite_runner, tmp_path: Path) -> None:
     args = ["--lstm-impl=tests.ports.broken:OnnxGateOrder", "--hypothesis-profile=dev", "-x", "-q",
             "-k", "test_matches_torch and bidirectional"]
@@ -250,6 +258,7 @@ def test_a_failing_example_replays_from_the_database(suite_runner, tmp_path: Pat
     assert drawn[0] and drawn[0][0] == drawn[1][0], (drawn, second.stdout[-3000:])
 
 
+@pytest.mark.slow
 def test_a_report_tells_unsupported_from_not_run_by_the_status_the_suite_records(tmp_path: Path) -> None:
     result = _cli("report", "tests.ports.adapters:LimitedNumpyLSTM", "--profile", "dev", "--max-examples", "1",
                   "--json", "out.json", cwd=tmp_path, env={"PYTHONPATH": str(REPO)})

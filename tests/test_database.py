@@ -18,7 +18,7 @@ from conformance.database import KEY_PREFIX, Location, Shared
 from conformance.options import OptionError
 
 from .conftest import REPO, run_pytest
-from .redis_server import RedisServer, _free_port, redis_server  # noqa: F401 - the fixture
+from .redis_server import RedisServer, _free_port
 
 #: A drop-in whose bug needs two bidirectional layers: the simplest case (one layer) passes.
 BROKEN = "--lstm-impl=tests.ports.broken:HnDirectionMajor"
@@ -306,6 +306,7 @@ def test_on_redis_a_server_that_goes_away_is_one_warning(redis_server: RedisServ
 
 # ------------------------------------------------------------------ the plugin and the command line
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, env, message", [
     (["--lstm-database="], None, "--lstm-database must be a folder or redis://host:port/db, got ''"),
     (["--lstm-database=memcached://127.0.0.1:11211"], None,
@@ -323,6 +324,7 @@ def test_a_bad_database_option_is_a_one_line_usage_error(suite_runner, args: lis
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_an_unreachable_database_is_one_warning_and_the_run_goes_on(suite_runner) -> None:
     port = _free_port()
     url = f"redis://127.0.0.1:{port}/0"  # nothing listens there
@@ -351,6 +353,7 @@ def test_my_own_property(number):
 '''
 
 
+@pytest.mark.slow
 def test_the_shared_database_is_the_suites_alone(tmp_path: Path) -> None:
     """A session that runs the suite and a project's own hypothesis test: the project's test keeps the
     session's database; the suite's failure goes to both the local and the shared database."""
@@ -409,6 +412,7 @@ def _failing_case(result) -> str:
     return found[0]
 
 
+@pytest.mark.slow
 def test_a_failure_one_run_finds_is_replayed_first_by_the_next_which_writes_nothing(
         redis_server: RedisServer, tmp_path: Path) -> None:
     """The nightly campaign (random examples, writing) finds a failure; pull-request CI (derandomized,
@@ -461,6 +465,7 @@ def pytest_runtest_setup(item):
 '''
 
 
+@pytest.mark.slow
 def test_a_database_that_goes_away_mid_run_loses_no_result(redis_server: RedisServer, tmp_path: Path) -> None:
     """Two failing tests; the server is killed after the first: both are reported, one warning says the
     shared database failed, and the second's failure is in the local database."""
@@ -484,7 +489,7 @@ def test_a_database_that_goes_away_mid_run_loses_no_result(redis_server: RedisSe
         and warnings[0].endswith("the run goes on without it"), result.stdout[-3000:]
 
     # the failure found after the server went away is in the local database: replayed as the first example
-    again = run_pytest(["--pyargs", "conformance.suite", BROKEN, "-k", f"test_matches_torch and bidirectional",
+    again = run_pytest(["--pyargs", "conformance.suite", BROKEN, "-k", "test_matches_torch and bidirectional",
                         "--lstm-max-examples=1", "-s", "--hypothesis-verbosity=verbose"], cwd=tmp_path, env={"CI": None})
     assert again.returncode == 1, again.stdout[-3000:]
     assert re.findall(r"^Draw 1 \(case\): (.*)$", again.stdout, re.M)[0] == cases[1]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 PORT = "--lstm-impl=tests.ports.broken:Float32Inside"  # fails wherever a float64 model is drawn
 ONLY_FLOAT64 = ("-k", "test_matches_torch and float64", "--hypothesis-profile=dev")
 
@@ -15,10 +17,12 @@ def _file(tmp_path: Path, text: str) -> str:
     return f"--lstm-expected-failures={path}"
 
 
+@pytest.mark.slow
 def test_without_the_file_the_divergence_fails(suite_runner) -> None:
     assert suite_runner(PORT, *ONLY_FLOAT64).returncode == 1
 
 
+@pytest.mark.slow
 def test_listed_failures_are_xfailed_with_their_reason(suite_runner, tmp_path: Path) -> None:
     listed = _file(tmp_path, "# known\ntest_conformance.py::test_matches_torch[float64]  # computes in float32\n")
     result = suite_runner(PORT, listed, "-rx", *ONLY_FLOAT64)
@@ -27,12 +31,14 @@ def test_listed_failures_are_xfailed_with_their_reason(suite_runner, tmp_path: P
     assert "1 expected failure(s) from" in result.stdout
 
 
+@pytest.mark.slow
 def test_expected_failures_can_be_skipped_for_speed(suite_runner, tmp_path: Path) -> None:
     listed = _file(tmp_path, "test_conformance.py::test_matches_torch[float64]  # computes in float32\n")
     result = suite_runner(PORT, listed, "--lstm-skip-expected-failures", "-rs", *ONLY_FLOAT64)
     assert result.returncode == 0 and "1 skipped" in result.stdout
 
 
+@pytest.mark.slow
 def test_an_entry_matching_nothing_is_warned_about(suite_runner, tmp_path: Path) -> None:
     listed = _file(tmp_path, "test_conformance.py::test_matches_torch[float64]  # known\n"
                              "test_conformance.py::test_no_such_test  # stale\n")
@@ -41,12 +47,14 @@ def test_an_entry_matching_nothing_is_warned_about(suite_runner, tmp_path: Path)
     assert "matches no collected test" in result.stdout
 
 
+@pytest.mark.slow
 def test_an_entry_without_a_reason_is_a_usage_error(suite_runner, tmp_path: Path) -> None:
     result = suite_runner(PORT, _file(tmp_path, "test_conformance.py::test_matches_torch\n"))
     assert result.returncode == 4
     assert "every entry needs a reason after '#'" in result.stderr
 
 
+@pytest.mark.slow
 def test_an_entry_for_a_case_property_expects_only_those_examples(suite_runner, tmp_path: Path) -> None:
     """Float32Inside fails on every float64 model: `when dtype='float64'` expects exactly that."""
     listed = _file(tmp_path, "test_conformance.py::test_matches_torch[  when dtype=float64  # computes in float32\n")
@@ -58,6 +66,7 @@ def test_an_entry_for_a_case_property_expects_only_those_examples(suite_runner, 
     assert re.search(r"^expected failure: [12]; -v lists examples", result.stdout, re.M), result.stdout[-3000:]
 
 
+@pytest.mark.slow
 def test_a_case_property_entry_does_not_hide_other_divergences(suite_runner, tmp_path: Path) -> None:
     listed = _file(tmp_path, "test_conformance.py::  when dtype=float64  # expected\n")
     result = suite_runner("--lstm-impl=tests.ports.broken:OnnxGateOrder", listed, "-k", "test_matches_torch and any",
@@ -66,6 +75,7 @@ def test_a_case_property_entry_does_not_hide_other_divergences(suite_runner, tmp
     assert "dtype='float32'" in result.stdout or "LSTMConfig(input_size" in result.stdout
 
 
+@pytest.mark.slow
 def test_an_unknown_property_is_a_usage_error(suite_runner, tmp_path: Path) -> None:
     result = suite_runner(PORT, _file(tmp_path, "test_conformance.py:: when colour=blue  # nonsense\n"))
     assert result.returncode == 4 and "'when' takes conditions such as" in result.stderr

@@ -131,6 +131,7 @@ def _run(project: Path, name: str, args: list[str], env: dict) -> dict:
             "plugins": next((line for line in lines if line.startswith("plugins:")), "")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("own_profile, strict_markers, ci", [
     (True, False, None),   # the project loads its own profile; its stress marker is not registered anywhere
     (False, True, "true"),  # hypothesis' default (its ci profile under CI), and --strict-markers
@@ -186,6 +187,7 @@ print(json.dumps({"same": profiles() == before, "torch": "torch" in sys.modules}
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ci", [None, "true"])
 def test_importing_the_plugin_registers_and_loads_no_profile(tmp_path: Path, ci: str | None) -> None:
     env = {key: value for key, value in os.environ.items() if key != "CI"}

@@ -82,6 +82,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.slow
 def test_served_workers_fail_and_are_replaced_like_started_ones() -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop(forkserver.ENV_VAR, None)
@@ -116,6 +117,7 @@ class RecordsItsProcess(nn.LSTM):
 """
 
 
+@pytest.mark.slow
 def test_both_xdist_workers_get_their_workers_from_one_server(suite_runner, tmp_path) -> None:
     (tmp_path / "records_its_process.py").write_text(PORT)
     record = tmp_path / "record.txt"
@@ -203,6 +205,7 @@ def _stop_a_run(tmp_path: Path, signum: int) -> tuple[int, str, str]:
     return process.returncode, out.read_text(), err.read_text()
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_run_and_every_worker_quietly(tmp_path) -> None:
     """Ctrl-C reaches the whole process group: pytest stops the run; no worker prints a traceback of its
     own, and none is left running."""
@@ -212,6 +215,7 @@ def test_ctrl_c_stops_the_run_and_every_worker_quietly(tmp_path) -> None:
     assert "Traceback" not in stderr, stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_process_group_stops_the_run_quietly(tmp_path) -> None:
     """As a CI runner stops a job (``kill -- -PGID``): every process ends, none with a traceback."""
     code, stdout, stderr = _stop_a_run(tmp_path, signal.SIGTERM)
@@ -241,6 +245,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_the_server_ends_quietly_on_sigterm_however_often_it_comes() -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop(forkserver.ENV_VAR, None)

@@ -104,6 +104,7 @@ def hosts(tmp_path: Path) -> Iterator[list[_Host]]:
             host.stop()
 
 
+@pytest.mark.slow
 def test_one_run_over_two_hosts_with_the_controllers_shared_database(hosts: list[_Host], tmp_path: Path) -> None:
     (tmp_path / "hosts_probe.py").write_text(PROBE)
     probes, controller, shared = tmp_path / "probes", tmp_path / "controller", tmp_path / "shared"

@@ -40,12 +40,14 @@ def test_the_table_names_real_faults() -> None:
     assert FORKED < set(PACKED_CALL_FAULTS) and FORKED != set(PACKED_CALL_FAULTS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", PACKED_CALL_FAULTS)
 def test_only_packed_calls_with_malformed_states_fork(fault: str) -> None:
     assert may_corrupt_heap(prepare(_example(fault, packed=True))) is (fault in FORKED)
     assert not may_corrupt_heap(prepare(_example(fault, packed=False)))  # torch's Python checks come first
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", list(PACKED_STRUCTURE_FAULTS))
 def test_hand_built_packed_structures_fork_only_with_hx_of_another_batch(fault: str) -> None:
     """The kernel slices a hand-built structure's rows and states with checks; hx of another batch than
@@ -55,6 +57,7 @@ def test_hand_built_packed_structures_fork_only_with_hx_of_another_batch(fault: 
     assert not may_corrupt_heap(prepare(_example(fault, packed=True)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["c0 has one layer too few", "h0 has one layer too few"])
 def test_torch_is_not_asked_where_its_answer_varies_run_to_run(fault: str, monkeypatch) -> None:
     """Any answer of the port passes on an unstable fault, so torch's forked call would decide nothing."""
@@ -79,7 +82,7 @@ def test_torch_is_not_asked_where_its_answer_varies_run_to_run(fault: str, monke
 class MutatesItsInput(torch.nn.LSTM):
     """A port that scribbles over the caller's input before failing as torch does."""
 
-    def forward(self, input, hx=None):  # noqa: A002 - nn.LSTM's own argument name
+    def forward(self, input, hx=None):
         data = input.data if isinstance(input, torch.nn.utils.rnn.PackedSequence) else input
         with torch.no_grad():
             data.fill_(1e6)
@@ -127,6 +130,7 @@ class CrashesOnPacked(nn.LSTM):
 """
 
 
+@pytest.mark.slow
 def test_a_drop_ins_call_started_beside_torchs_is_still_its_own(tmp_path, monkeypatch) -> None:
     """torch's forked call and the drop-in's run side by side: each record is the one its own call makes."""
     case = _example("hx is a single tensor, not a tuple", packed=True)
@@ -163,6 +167,7 @@ def test_children_that_answered_are_reaped_later_not_left_as_zombies() -> None:
     assert not isolation._UNREAPED
 
 
+@pytest.mark.slow
 def test_a_forked_call_past_its_limit_is_a_timeout_recorded_as_a_crash_of_that_call() -> None:
     """Not retried (a child starts from its parent's state each time); the record says it timed out."""
     from conformance import isolation

@@ -20,6 +20,7 @@ def _summary(stdout: str) -> str:
     return stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_a_crashing_port_fails_its_cases_and_the_run_goes_on(suite_runner) -> None:
     result = suite_runner(f"--lstm-impl={MISBEHAVING}:SegfaultsOnBatches", "--hypothesis-profile=dev",
                           "-k", "test_matches_torch and (packed or large_batch or unbatched)")
@@ -33,6 +34,7 @@ TIMED_OUT = ("the candidate did not finish within 1 s, nor within 2 s on a retry
              "or a port slower than the limit; raise the limit with --lstm-timeout SECONDS")
 
 
+@pytest.mark.slow
 def test_a_hanging_port_fails_at_the_time_limit(suite_runner) -> None:
     result = suite_runner(f"--lstm-impl={MISBEHAVING}:HangsOnInputSizeSeven", "--lstm-timeout=1", "-x",
                           "--hypothesis-profile=dev", "-k", "test_matches_torch and any",
@@ -42,6 +44,7 @@ def test_a_hanging_port_fails_at_the_time_limit(suite_runner) -> None:
     assert "Flaky" not in result.stdout and "unreliable" not in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("port", ["SlowFirstCallInEachProcess", "SlowFirstCallOfTheRun"])
 def test_a_port_slow_only_on_its_first_call_passes_on_the_retry(suite_runner, tmp_path, port: str) -> None:
     """Past the limit once, then fast: the retry in a fresh worker passes it, never a flaky failure."""
@@ -56,6 +59,7 @@ def test_a_port_slow_only_on_its_first_call_passes_on_the_retry(suite_runner, tm
     assert "Flaky" not in output and "unreliable" not in output
 
 
+@pytest.mark.slow
 def test_a_hang_is_a_timeout_within_a_bounded_time_and_its_replay_answers_at_once() -> None:
     from conformance.checks import Runner
     from conformance.verdict import ConformanceFailure
@@ -75,6 +79,7 @@ def test_a_hang_is_a_timeout_within_a_bounded_time_and_its_replay_answers_at_onc
     assert time.monotonic() - started < 0.5 and replay.value.problems == first.value.problems
 
 
+@pytest.mark.slow
 def test_an_invalid_call_that_hangs_fails_as_a_crash_named_as_a_timeout() -> None:
     from hypothesis import HealthCheck, find, settings
 
@@ -92,6 +97,7 @@ def test_an_invalid_call_that_hangs_fails_as_a_crash_named_as_a_timeout() -> Non
     assert problem.message.startswith(f"{TIMED_OUT}; torch "), problem
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("port, message", [
     ("ReturnsList", "returned a list of length 2; expected a tuple (output, (h_n, c_n))"),
     ("ReturnsNumpy", "returned h_n as numpy.ndarray; expected a torch.Tensor"),
@@ -106,6 +112,7 @@ def test_a_wrong_structure_is_named(suite_runner, port: str, message: str) -> No
     assert "The case as code" in result.stdout
 
 
+@pytest.mark.slow
 def test_the_worker_survives_a_crash_and_reports_it() -> None:
     worker = Worker()
     try:
@@ -128,7 +135,7 @@ def test_a_ports_own_assert_is_reported_as_the_port_raising() -> None:
     from conformance.verdict import ConformanceFailure
 
     class AssertsOnHx(torch.nn.LSTM):
-        def forward(self, input, hx=None):  # noqa: A002 - nn.LSTM's own argument name
+        def forward(self, input, hx=None):
             assert hx is not None, "this port insists on an initial state"
             return super().forward(input, hx)
 
@@ -185,6 +192,7 @@ def _running(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_hung_forked_call_does_not_outlive_its_worker(tmp_path, monkeypatch) -> None:
     """At the time limit the worker is killed; its forked child, hung in the call, must go with it

@@ -26,6 +26,7 @@ def _failure(path: str, case: Case, repeat: bool = False) -> ConformanceFailure:
     return info.value
 
 
+@pytest.mark.slow
 def test_a_port_with_one_bug_gets_one_report(suite_runner) -> None:
     result = suite_runner(f"--lstm-impl={GATE_ORDER}", "--hypothesis-profile=ci")
     out = result.stdout
@@ -46,6 +47,7 @@ def test_a_port_with_one_bug_gets_one_report(suite_runner) -> None:
     assert len([line for line in lines if re.match(r"=+ \d+ failed", line)]) == 1
 
 
+@pytest.mark.slow
 def test_grouping_holds_across_xdist_workers(suite_runner) -> None:
     result = suite_runner(f"--lstm-impl={GATE_ORDER}", "--hypothesis-profile=dev", "-n", "2",
                           "-k", "test_matches_torch and (any or batch_first or bidirectional or packed) and not many")
@@ -57,6 +59,7 @@ def test_grouping_holds_across_xdist_workers(suite_runner) -> None:
     assert len(re.findall(r"^_{3,} .* _{3,}$", out, re.M)) == 1, out
 
 
+@pytest.mark.slow
 def test_every_failure_in_full_when_asked(suite_runner) -> None:
     result = suite_runner(f"--lstm-impl={GATE_ORDER}", "--hypothesis-profile=dev", "--lstm-all-reports",
                           "-k", "test_matches_torch and (any or batch_first) and not many")
@@ -64,6 +67,7 @@ def test_every_failure_in_full_when_asked(suite_runner) -> None:
     assert result.stdout.count("does not match torch.nn.LSTM") == 2, result.stdout
 
 
+@pytest.mark.slow
 def test_notes_are_counted_by_kind_and_listed_with_verbose(suite_runner) -> None:
     args = ("--lstm-impl=numpy", "--hypothesis-profile=dev", "-k", "test_packed_call_errors_match_torch")
     quiet, verbose = suite_runner(*args), suite_runner(*args, "-v")

@@ -15,18 +15,21 @@ from conformance.adapters import FEATURES
 ONLY_ANY = "test_matches_torch and any and not many_layers"  # -k for test_matches_torch[any] alone
 
 
+@pytest.mark.slow
 def test_header_names_the_resolved_implementation_and_its_origin(suite_runner) -> None:
     result = suite_runner("--lstm-impl=torch", "-k", "any", "--lstm-profile=dev")
     assert result.returncode == 0, result.stdout
     assert "lstm-conformance: checking torch = torch.nn:LSTM (drop-in), from --lstm-impl" in result.stdout
 
 
+@pytest.mark.slow
 def test_environment_variable_selects_the_implementation(suite_runner) -> None:
     result = suite_runner("-k", "any", "--lstm-profile=dev", env={"LSTM_CONFORMANCE_IMPL": "torch"})
     assert result.returncode == 0, result.stdout
     assert "from environment variable LSTM_CONFORMANCE_IMPL" in result.stdout
 
 
+@pytest.mark.slow
 def test_unsupported_features_are_skipped_with_the_reason_never_passed(suite_runner) -> None:
     result = suite_runner("--lstm-impl=tests.ports.adapters:LimitedNumpyLSTM", "--lstm-profile=dev",
                           "-rs", "-k", "test_matches_torch and (packed or float64 or any) and not many_layers")
@@ -73,6 +76,7 @@ def _probed(tmp_path: Path, suite_runner, *args: str,
     return result, json.loads(probe.read_text()) if probe.exists() else {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, ci, profile, examples", [
     (["--lstm-profile=ci", "--hypothesis-profile=dev"], None, "ci", 30),  # --lstm-profile first
     (["--hypothesis-profile=thorough", "--lstm-max-examples=3"], "true", "thorough", 3),  # then the name given
@@ -91,6 +95,7 @@ def test_the_profile_rule_sets_the_suite_tests_and_nothing_else(tmp_path: Path, 
     assert probe["session_profile"] == named and probe["session_max_examples"] == 100, probe
 
 
+@pytest.mark.slow
 def test_the_stress_tier_is_skipped_in_the_suite(suite_runner) -> None:
     result = suite_runner("--lstm-impl=torch", "-k", "stress", "-rs")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -114,6 +119,7 @@ print(json.dumps({"counts": counts, "session_profile": settings.get_current_prof
 """
 
 
+@pytest.mark.slow
 def test_each_in_process_run_gets_its_own_profile(tmp_path: Path) -> None:
     """`lstm-conformance report` runs pytest.main in its own process; the suite's modules (and
     their test functions) stay imported from one run to the next."""
@@ -128,6 +134,7 @@ def test_each_in_process_run_gets_its_own_profile(tmp_path: Path) -> None:
     assert found == {"counts": [[8], [2], [8], [8]], "session_profile": "dev", "session_max_examples": 100}, found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--lstm-timeout=0"], "--lstm-timeout must be a number of seconds above 0, got '0'"),
     (["--lstm-timeout", "soon"], "--lstm-timeout must be a number of seconds above 0, got 'soon'"),
@@ -148,6 +155,7 @@ def test_a_bad_option_value_is_a_one_line_usage_error(suite_runner, tmp_path: Pa
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec, message", [
     ("nope", "unknown implementation 'nope'"),
     ("missing_pkg.mod:LSTM", "cannot import 'missing_pkg.mod'"),
@@ -161,6 +169,7 @@ def test_bad_implementation_is_a_one_line_usage_error(suite_runner, spec: str, m
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_parallel_workers_run_the_suite(suite_runner) -> None:
     result = suite_runner("--lstm-impl=numpy", "-n", "2", "--lstm-profile=dev")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -183,6 +192,7 @@ def pytest_unconfigure(config):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("selects_the_suite", [True, False])
 def test_start_up_objects_are_frozen_only_in_a_conformance_run(tmp_path, selects_the_suite: bool) -> None:
     """gc.freeze() (full collections and the one at exit skip torch's objects) is process-wide: a pytest

@@ -170,6 +170,7 @@ ECHO = """
 """
 
 
+@pytest.mark.slow
 def test_frames_go_both_ways_and_stop_ends_the_process() -> None:
     child = _child(ECHO)
     assert child.exchange(b"hello", timeout=10) == b"olleh"
@@ -179,6 +180,7 @@ def test_frames_go_both_ways_and_stop_ends_the_process() -> None:
     assert not child.running and not _alive(pid) and child not in running_children()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("code, kind, fragments", [
     ("import sys; sys.stdin.buffer.read(9); print('hello world')", FrameError,
      ["more than the limit", "something other than a frame", "b'hello world"]),
@@ -211,6 +213,7 @@ def test_a_program_that_cannot_start_says_so() -> None:
         child.start()
 
 
+@pytest.mark.slow
 def test_a_process_group_is_killed_whole() -> None:
     """A wrapper's children go with it: the program runs in a session (process group) of its own."""
     child = _child("""
@@ -231,6 +234,7 @@ def test_a_process_group_is_killed_whole() -> None:
     assert not _alive(grandchild)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_the_program_dies_with_the_process_that_started_it() -> None:
     """Killed (SIGKILL: no atexit, no clean-up), the owner takes its program with it."""
@@ -255,6 +259,7 @@ def test_the_program_dies_with_the_process_that_started_it() -> None:
 
 
 # ----------------------------------------------------------------------------- the protocol, with Python ports
+@pytest.mark.slow
 def test_a_python_port_conforms_forward_and_backward_over_the_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(process_ports.VALIDATE_ENV, "1")  # every message both ways against the schema
     candidate = resolve(python_port())
@@ -264,6 +269,7 @@ def test_a_python_port_conforms_forward_and_backward_over_the_protocol(monkeypat
         check_gradients(candidate, case.replace(requires_grad=True, hx_requires_grad=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("behaviour, message", [
     ("version-2", "speaks protocol version 2; this suite speaks 1"),
     ("unknown-feature", "unknown features ['packed_sorted']"),
@@ -278,6 +284,7 @@ def test_a_bad_handshake_is_a_one_line_resolution_error(behaviour: str, message:
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("behaviour, kind, message", [
     ("wrong-id", ProtocolError, "a reply to a request that was not made"),
     ("text-on-stdout", FrameError, "b'computing the forward pass"),
@@ -301,6 +308,7 @@ def test_a_port_that_breaks_the_protocol_fails_the_case_and_is_restarted(behavio
     process_ports.stop_sessions()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("isolate", [True, False], ids=["worker", "inline"])
 def test_a_crash_fails_the_case_with_what_the_process_did(isolate: bool) -> None:
     """In a worker process as a run does (the worker lives on), and inline: the case fails as a crash."""
@@ -315,6 +323,7 @@ def test_a_crash_fails_the_case_with_what_the_process_did(isolate: bool) -> None
     process_ports.stop_sessions()
 
 
+@pytest.mark.slow
 def test_a_crash_reproduces_as_a_difference() -> None:
     result = subprocess.run([sys.executable, "-m", "conformance.reproduce", python_port("exit-on-forward"), repr(DENSE)],
                             cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -323,6 +332,7 @@ def test_a_crash_reproduces_as_a_difference() -> None:
     assert "exited with status 3" in result.stdout and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("behaviour, error, message", [
     ("raise-valueerror", ValueError, "no, thank you"),
     ("raise-custom", process_ports.PortError, "no, thank you"),
@@ -339,6 +349,7 @@ def test_an_error_reply_raises_the_exception_the_port_named(behaviour: str, erro
     process_ports.stop_sessions()
 
 
+@pytest.mark.slow
 def test_the_validating_mode_rejects_what_the_plain_mode_tolerates(monkeypatch: pytest.MonkeyPatch) -> None:
     check_forward(resolve(python_port("extra-field")), DENSE)
     process_ports.stop_sessions()
@@ -350,6 +361,7 @@ def test_the_validating_mode_rejects_what_the_plain_mode_tolerates(monkeypatch: 
     process_ports.stop_sessions()
 
 
+@pytest.mark.slow
 def test_a_spawned_grandchild_does_not_outlive_the_session() -> None:
     candidate = resolve(python_port("spawn-child"))
     adapter = candidate.construct(DENSE.config, DENSE.build()[0].state_dict())
@@ -375,6 +387,7 @@ def _group_members(group: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- naming a port
+@pytest.mark.slow
 def test_a_manifest_names_command_folder_and_environment(tmp_path: Path) -> None:
     manifest = tmp_path / "port.json"
     manifest.write_text(json.dumps({"name": "py", "command": [sys.executable, str(PYTHON_PORT)],
@@ -425,6 +438,7 @@ def test_the_registered_js_ports_are_listed() -> None:
         assert names[name] == str(process_ports.REGISTERED[name]) and process_ports.REGISTERED[name].is_file()
 
 
+@pytest.mark.slow
 @needs_node
 def test_the_header_says_what_was_resolved(tmp_path: Path) -> None:
     result = run_pytest(["--pyargs", "conformance.suite", f"--lstm-impl={js_port('scratch_lstm.js')}", "--co"],
@@ -436,6 +450,7 @@ def test_the_header_says_what_was_resolved(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- the JavaScript side
+@pytest.mark.slow
 @needs_node
 def test_the_js_helper_rounds_half_precision_as_numpy_does() -> None:
     ml_dtypes = pytest.importorskip("ml_dtypes")
@@ -474,6 +489,7 @@ def test_the_plain_js_port_conforms_and_its_messages_satisfy_the_schema(monkeypa
     process_ports.stop_sessions()
 
 
+@pytest.mark.slow
 @needs_node
 def test_nothing_is_left_running_after_a_run(tmp_path: Path) -> None:
     """A run on a port that hangs, and on one that passes: no process of either outlives pytest."""
@@ -501,6 +517,7 @@ def _processes_running(script: Path) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_no_process_of_a_stopped_session_remains() -> None:
     candidate = resolve(python_port())
     adapter = candidate.construct(DENSE.config, DENSE.build()[0].state_dict())
@@ -563,6 +580,7 @@ def test_a_real_js_port_conforms_and_a_wrong_weight_mapping_is_flagged(name: str
     process_ports.stop_sessions()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(JS_REAL))
 def test_a_real_js_port_expected_failures_parse_and_name_tests_it_runs(name: str, suite_ids: list[str]) -> None:
     from conformance import expected
@@ -583,6 +601,7 @@ def suite_ids() -> list[str]:
     return [expected.short_id(line.strip()) for line in result.stdout.splitlines() if "::" in line]
 
 
+@pytest.mark.slow
 def test_the_onnx_graphs_written_in_javascript_are_the_python_ports() -> None:
     """onnxruntime-node runs the very graphs the Python onnxruntime port runs: the same ModelProto."""
     pytest.importorskip("onnx")

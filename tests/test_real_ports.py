@@ -113,6 +113,7 @@ def test_every_port_is_registered_under_its_name() -> None:
         assert names.get(name) == port["path"], f"{name} is not registered as {port['path']}: {names.get(name)}"
 
 
+@pytest.mark.slow
 def test_a_missing_package_is_a_one_line_error_naming_the_extra(private_home: Path) -> None:
     code = """
 import json, sys
@@ -138,6 +139,7 @@ print(json.dumps(out))
         assert "No module named" in message, message
 
 
+@pytest.mark.slow
 def test_pytest_without_the_port_package_is_a_usage_error(private_home: Path) -> None:
     code = "import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))"
     result = _run_without(["keras"], code, private_home, "--lstm-impl=keras", "--collect-only", "-q",
@@ -148,6 +150,7 @@ def test_pytest_without_the_port_package_is_a_usage_error(private_home: Path) ->
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_list_shows_a_missing_port_with_its_extra(private_home: Path) -> None:
     code = "import sys; from conformance.cli import main; sys.exit(main(['list']))"
     result = _run_without(["keras"], code, private_home)
@@ -198,6 +201,7 @@ def test_every_expected_failures_file_belongs_to_a_port() -> None:
     assert {p.stem for p in EXPECTED_DIR.glob("*.txt")} == set(PORTS) | set(REGISTERED)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(PORTS))
 def test_expected_failures_parse_and_name_tests_the_port_runs(name: str, suite_ids: list[str]) -> None:
     check_expected_entries(expected.load(_declared_file(name)), PORTS[name], suite_ids)  # raises without a reason
@@ -330,6 +334,7 @@ def test_quantizable_still_makes_float32_zero_states_for_float64() -> None:
     assert adapter.forward(x, (state, state), training=False)[0].dtype == np.float64
 
 
+@pytest.mark.slow
 def test_paddle_still_crashes_without_biases(private_home: Path) -> None:
     """PaddlePaddle/Paddle#70231 (a segfault in the fused kernel).  If this fails, declare no_bias for paddle."""
     _load("paddle")

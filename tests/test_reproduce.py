@@ -42,12 +42,13 @@ def _run(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
-def _failure(action) -> ConformanceFailure:  # noqa: ANN001
+def _failure(action) -> ConformanceFailure:
     with pytest.raises(ConformanceFailure) as info:
         action()
     return info.value
 
 
+@pytest.mark.slow
 def test_forward_reproducer_exits_1_until_the_port_is_fixed(tmp_path: Path) -> None:
     broken = "tests.ports.broken:ReverseNotFlipped"
     case = Case(LSTMConfig(3, 4, bidirectional=True), Call(5, 2))
@@ -62,6 +63,7 @@ def test_forward_reproducer_exits_1_until_the_port_is_fixed(tmp_path: Path) -> N
     assert fixed.returncode == 0 and "matches torch.nn.LSTM on this case" in fixed.stdout, fixed.stdout + fixed.stderr
 
 
+@pytest.mark.slow
 def test_second_call_reproducer_calls_twice(tmp_path: Path) -> None:
     broken = "tests.ports.broken:Stateful"
     case = Case(LSTMConfig(3, 4), Call(5, 2))
@@ -71,6 +73,7 @@ def test_second_call_reproducer_calls_twice(tmp_path: Path) -> None:
     assert "repeat=True" in code and _run(code, tmp_path).returncode == 1
 
 
+@pytest.mark.slow
 def test_error_reproducer_exits_1_until_the_port_is_fixed(tmp_path: Path) -> None:
     broken = "tests.ports.broken_errors:WrongErrorMessage"
     case = next(c for c in _examples(bad_call_cases("input has one feature too many", CAPS)))
@@ -79,6 +82,7 @@ def test_error_reproducer_exits_1_until_the_port_is_fixed(tmp_path: Path) -> Non
     assert _run(code.replace(broken, "torch"), tmp_path).returncode == 0
 
 
+@pytest.mark.slow
 def test_packing_reproducer_exits_1_until_the_port_is_fixed(tmp_path: Path) -> None:
     broken = "tests.ports.packing:UncheckedPacking"
     call = PackingCall("pack_padded_sequence", (0, 2), 2, fault="a length is 0")
@@ -88,6 +92,7 @@ def test_packing_reproducer_exits_1_until_the_port_is_fixed(tmp_path: Path) -> N
     assert _run(code.replace(broken, "tests.ports.packing:WithTorchPacking"), tmp_path).returncode == 0
 
 
+@pytest.mark.slow
 def test_unknown_implementation_in_a_reproducer_exits_2(tmp_path: Path) -> None:
     code = script("nope", ConformanceFailure("nope", Case(LSTMConfig(1, 1), Call(1)), []))
     result = _run(code, tmp_path)
@@ -129,6 +134,7 @@ def _says_it_cannot_run(result: subprocess.CompletedProcess, *fragments: str) ->
         assert fragment in message, message
 
 
+@pytest.mark.slow
 def test_a_reproducer_without_conformance_importable_exits_2_saying_what_to_install(tmp_path: Path) -> None:
     import torch
 
@@ -140,6 +146,7 @@ def test_a_reproducer_without_conformance_importable_exits_2_saying_what_to_inst
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_reproducer_without_torch_importable_exits_2(tmp_path: Path) -> None:
     shadow = tmp_path / "shadow" / "torch"
     shadow.mkdir(parents=True)
@@ -148,6 +155,7 @@ def test_a_reproducer_without_torch_importable_exits_2(tmp_path: Path) -> None:
     _says_it_cannot_run(result, "no torch in this interpreter", "pip install lstm-conformance")
 
 
+@pytest.mark.slow
 def test_a_reproducer_whose_port_does_not_import_here_exits_2(tmp_path: Path) -> None:
     result = _run_elsewhere(_forward_script(), tmp_path)  # `tests.ports` imports only from the repository's root
     _says_it_cannot_run(result, "cannot import 'tests.ports.broken'", f"(from {tmp_path})",
@@ -179,6 +187,7 @@ def test_the_one_line_command_reads_back_every_case(case: object) -> None:
     assert rebuilt == case or repr(rebuilt) == repr(case)
 
 
+@pytest.mark.slow
 def test_the_one_line_command_exits_1_until_the_port_is_fixed_and_0_once_it_matches() -> None:
     from conformance.reproduce import command
 
@@ -190,6 +199,7 @@ def test_the_one_line_command_exits_1_until_the_port_is_fixed_and_0_once_it_matc
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text", ["__import__('os').system('true')", "Case(config=LSTMConfig(1, 1).x)", "Case(",
                                   "Call(seq_len=[1][0])"])
 def test_the_one_line_command_rejects_what_is_not_a_case_with_exit_2(text: str) -> None:

@@ -10,6 +10,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from .conftest import REPO
 
 #: ``python3`` for the scripts: ``-m venv DIR`` makes DIR/bin/python, which logs its arguments.
@@ -58,6 +60,7 @@ def _calls(root: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
 
+@pytest.mark.slow
 def test_setup_says_each_step_and_lets_pip_show_progress_without_bars_in_a_log(tmp_path: Path) -> None:
     root = _checkout(tmp_path)
     result = _run(root, "setup.sh")
@@ -76,6 +79,7 @@ def test_setup_says_each_step_and_lets_pip_show_progress_without_bars_in_a_log(t
         assert "--progress-bar off" in call  # stdout is not a terminal here
 
 
+@pytest.mark.slow
 def test_setup_run_again_installs_nothing_until_something_changes(tmp_path: Path) -> None:
     root = _checkout(tmp_path)
     _run(root, "setup.sh")
@@ -91,6 +95,7 @@ def test_setup_run_again_installs_nothing_until_something_changes(tmp_path: Path
     assert len(_calls(root)) == 6
 
 
+@pytest.mark.slow
 def test_check_uses_the_ci_profile_unless_the_user_asks_for_another(tmp_path: Path) -> None:
     root = _checkout(tmp_path)
     _run(root, "check.sh")
@@ -108,6 +113,7 @@ mkdir -p node_modules
 '''
 
 
+@pytest.mark.slow
 def test_setup_installs_a_javascript_port_by_npm_ci_from_its_lockfile_once(tmp_path: Path) -> None:
     root = _checkout(tmp_path)
     folder = root / "implementations" / "js" / "tfjs"

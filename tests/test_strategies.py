@@ -53,6 +53,7 @@ REACHABLE: dict[str, Callable[[Case], bool]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("axis", list(REACHABLE))
 def test_axis_value_is_generated(axis: str) -> None:
     found = find(cases(), REACHABLE[axis], settings=_FIND)
@@ -223,17 +224,20 @@ KIND_HOLDS: dict[str, Callable[[Case], bool]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", list(VALUES_REACHABLE))
 def test_values_are_generated(what: str) -> None:
     kind, holds = VALUES_REACHABLE[what]
     assert holds(find(cases(values=kind), holds, settings=_FIND))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(KIND_HOLDS))
 def test_the_normal_run_draws_every_kind_of_values(kind: str) -> None:
     assert KIND_HOLDS[kind](find(cases(), KIND_HOLDS[kind], settings=_FIND))
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_most_cases_hold_plain_values(data: st.DataObject) -> None:

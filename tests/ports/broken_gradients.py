@@ -44,7 +44,7 @@ class _Cell(torch.autograd.Function):
     term through them)."""
 
     @staticmethod
-    def forward(ctx, gates: Tensor, c: Tensor, derivative):  # noqa: ANN001, ANN205 - autograd's signature
+    def forward(ctx, gates: Tensor, c: Tensor, derivative):
         i, f, g, o = gates.chunk(4, dim=-1)
         si, sf, tg, so = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
         c_new = sf * c + si * tg
@@ -54,7 +54,7 @@ class _Cell(torch.autograd.Function):
         return so * tc, c_new
 
     @staticmethod
-    def backward(ctx, grad_h: Tensor, grad_c: Tensor):  # noqa: ANN001, ANN205
+    def backward(ctx, grad_h: Tensor, grad_c: Tensor):
         i, f, o, si, sf, tg, so, c, tc = ctx.saved_tensors
         sigmoid_prime = ctx.derivative
         grad_c = grad_c + grad_h * so * (1 - tc * tc)  # through h = o * tanh(c')
@@ -70,7 +70,7 @@ class _OnceDifferentiableCell(_Cell):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_h: Tensor, grad_c: Tensor):  # noqa: ANN001, ANN205
+    def backward(ctx, grad_h: Tensor, grad_c: Tensor):
         return _Cell.backward(ctx, grad_h, grad_c)
 
 
@@ -79,7 +79,7 @@ class _TwiceDifferentiableCell(torch.autograd.Function):
     differentiable torch operations: a double backward differentiates it like any other graph."""
 
     @staticmethod
-    def forward(ctx, gates: Tensor, c: Tensor, derivative):  # noqa: ANN001, ANN205
+    def forward(ctx, gates: Tensor, c: Tensor, derivative):
         ctx.save_for_backward(gates, c)
         ctx.derivative = derivative
         i, f, g, o = gates.chunk(4, dim=-1)
@@ -87,7 +87,7 @@ class _TwiceDifferentiableCell(torch.autograd.Function):
         return torch.sigmoid(o) * torch.tanh(c_new), c_new
 
     @staticmethod
-    def backward(ctx, grad_h: Tensor, grad_c: Tensor):  # noqa: ANN001, ANN205
+    def backward(ctx, grad_h: Tensor, grad_c: Tensor):
         gates, c = ctx.saved_tensors
         i, f, g, o = gates.chunk(4, dim=-1)
         si, sf, tg, so = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
@@ -187,11 +187,11 @@ class _TimeMajorCopy(torch.autograd.Function):
     gradient as (N, T, F) instead of transposing it back."""
 
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # noqa: ANN001
+    def forward(ctx, x: Tensor) -> Tensor:
         return x.transpose(0, 1).contiguous().transpose(0, 1)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # noqa: ANN001
+    def backward(ctx, grad: Tensor) -> Tensor:
         return grad.transpose(0, 1).contiguous().view(grad.shape)
 
 
@@ -215,7 +215,7 @@ class _Float32Recompute(torch.autograd.Function):
     """The module's computation, run as given in the forward and recomputed in float32 for the backward."""
 
     @staticmethod
-    def forward(ctx, module, batch_sizes, x, h0, c0, *weights):  # noqa: ANN001, ANN205
+    def forward(ctx, module, batch_sizes, x, h0, c0, *weights):
         ctx.module, ctx.batch_sizes = module, batch_sizes
         ctx.save_for_backward(x, h0, c0, *weights)
         with torch.no_grad():
@@ -223,7 +223,7 @@ class _Float32Recompute(torch.autograd.Function):
         return output, h_n, c_n
 
     @staticmethod
-    def backward(ctx, *grads):  # noqa: ANN001, ANN205
+    def backward(ctx, *grads):
         saved = ctx.saved_tensors
         low = copy.deepcopy(ctx.module).float()
         with torch.enable_grad():
@@ -278,11 +278,11 @@ class _MaskedIgnoringBackward(torch.autograd.Function):
     """``y * noise`` in the forward; the backward passes the gradient through as if nothing were dropped."""
 
     @staticmethod
-    def forward(ctx, y: Tensor, noise: Tensor) -> Tensor:  # noqa: ANN001
+    def forward(ctx, y: Tensor, noise: Tensor) -> Tensor:
         return y * noise
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # noqa: ANN001, ANN205
+    def backward(ctx, grad: Tensor):
         return grad, None
 
 

@@ -79,7 +79,7 @@ class ContiguousFirst(ScratchLSTM):
 class PositionalOnly(ScratchLSTM):
     """forward(self, x, state=None) instead of nn.LSTM's (input, hx=None): a call by keyword (input=x, hx=(h0, c0)) raises TypeError."""
 
-    def forward(self, x, state=None):  # noqa: D102 - the bug is the signature
+    def forward(self, x, state=None):  # the bug is the signature
         return super().forward(x, state)
 
 

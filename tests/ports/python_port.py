@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from conformance import wire  # noqa: E402 - after the repository is importable
-from conformance.adapters import FEATURES  # noqa: E402
-from conformance.arrays import LSTMConfig, PackedArrays  # noqa: E402
-from implementations.numpy_lstm import NumpyLSTM  # noqa: E402
+from conformance import wire
+from conformance.adapters import FEATURES
+from conformance.arrays import LSTMConfig, PackedArrays
+from implementations.numpy_lstm import NumpyLSTM
 
 HEADER = struct.Struct("<I")
 
@@ -118,7 +118,7 @@ def main(behaviour: str) -> None:
             try:
                 grads = models[message["model"]].backward(packed(message["input"]), hx, message["cotangents"],
                                                           training=message["training"])
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - every error of the port is a reply
                 send({"type": "error", "id": request_id, "error": {"type": type(exc).__name__, "message": str(exc)}})
                 continue
             send({"type": "gradients", "id": request_id, "gradients": grads})
