@@ -22,13 +22,14 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 PRELOAD = ["torch", "conformance.checks", "conformance.worker"]
 
 
-def _serve(connection) -> None:  # a multiprocessing worker: answer requests until the pipe closes
+def _serve(connection: Any) -> None:  # a multiprocessing worker: answer requests until the pipe closes
     while True:
         try:
             request = connection.recv()
@@ -131,6 +132,7 @@ def outlives_its_parent(engine: str) -> bool:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(here.parent)]))
     process = subprocess.Popen([sys.executable, "-c", code, engine], stdout=subprocess.PIPE, text=True, env=env,
                                start_new_session=True)
+    assert process.stdout is not None
     pid = int(process.stdout.readline())
     time.sleep(2.0)  # the worker is in its hanging call
     process.kill()
@@ -149,8 +151,8 @@ def main() -> int:
     parser.add_argument("--replacements", type=int, default=20)
     args = parser.parse_args()
     print(f"load {os.getloadavg()[0]:.2f}")
-    for name, engine in (("suite's worker server", suite_engine), ("multiprocessing forkserver", multiprocessing_engine)):
-        figures = engine(args.replacements)
+    for name, run in (("suite's worker server", suite_engine), ("multiprocessing forkserver", multiprocessing_engine)):
+        figures = run(args.replacements)
         times = figures["replacement"]
         print(f"{name}: first worker ready {figures['first']:.2f} s; a replacement after a kill: median "
               f"{1000 * statistics.median(times):.1f} ms (min {1000 * min(times):.1f}, max {1000 * max(times):.1f})")
