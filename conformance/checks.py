@@ -81,8 +81,8 @@ def _compare(case: Case, expected: Expected, got: Outcome, call: int = 1,
     ref = expected.reference
     problems: list[Problem] = []
     if ref.packed and not np.array_equal(np.asarray(got.batch_sizes), np.asarray(ref.batch_sizes)):
-        problems.append(Problem("structure", f"packed output batch_sizes {list(np.asarray(got.batch_sizes))} "
-                                             f"!= torch's {list(np.asarray(ref.batch_sizes))}",
+        problems.append(Problem("structure", f"packed output batch_sizes {np.asarray(got.batch_sizes).tolist()} "
+                                             f"!= torch's {np.asarray(ref.batch_sizes).tolist()}",
                                 tensor="batch_sizes", call=call, rule="batch-sizes"))
         return problems
     comparable = {}

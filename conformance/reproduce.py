@@ -187,11 +187,41 @@ def command(implementation: str, case: Any, repeat: Repeat = False, check: str =
     """A one-line shell command that runs the same check as :func:`script`'s file."""
     import shlex
 
-    flags = (" --repeat" if repeat else "") + (f" --{check}" if check != "forward" else "")
+    flags = _repeat_flag(repeat) + (f" --{check}" if check != "forward" else "")
     text = source(case)
     # double quotes read better around reprs' single quotes, where nothing inside means anything to a shell
     quoted = f'"{text}"' if not set(text) & set('"$`\\!') else shlex.quote(text)
     return f"python -m conformance.reproduce{flags} {shlex.quote(implementation)} {quoted}"
+
+
+#: What a bare ``--repeat`` stands for: one more call on the same instance (the second-call test).
+_SECOND_CALL = "twice"
+
+
+def _repeat_flag(repeat: Repeat) -> str:
+    """``--repeat`` as :func:`cli` reads it back: bare for a second call, ``=N`` for N calls, ``=eval,train,...``
+    for calls in those modes on one instance."""
+    if repeat is True:
+        return " --repeat"
+    if repeat is False:
+        return ""
+    if isinstance(repeat, int):
+        return f" --repeat={repeat}"
+    return " --repeat=" + ",".join("train" if mode else "eval" for mode in repeat)
+
+
+def _parse_repeat(text: Optional[str]) -> Repeat:
+    """The value of ``--repeat`` (see :func:`_repeat_flag`); ValueError for anything else."""
+    if text is None:
+        return False
+    if text == _SECOND_CALL:
+        return True
+    if text.isdigit():
+        return int(text)
+    modes = text.split(",")
+    if not all(mode in ("train", "eval") for mode in modes):
+        raise ValueError(f"--repeat takes a number of calls or modes such as eval,train,eval, got {text!r}")
+    return tuple(mode == "train" for mode in modes)
 
 
 def _parse_case(text: str) -> Any:
@@ -214,7 +244,7 @@ def _parse_case(text: str) -> Any:
 
 
 def cli(argv: Optional[list[str]] = None) -> int:
-    """``python -m conformance.reproduce [--repeat] IMPLEMENTATION CASE``: exit 1, 0 or 2 as :func:`main`."""
+    """``python -m conformance.reproduce [--repeat[=CALLS]] IMPLEMENTATION CASE``: exit 1, 0 or 2 as :func:`main`."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m conformance.reproduce",
@@ -223,7 +253,10 @@ def cli(argv: Optional[list[str]] = None) -> int:
                                                  "check cannot run.")
     parser.add_argument("implementation", help="a registered name or package.module:Class, as the run named it")
     parser.add_argument("case", help="the case as the report prints it: Case(config=LSTMConfig(...), call=Call(...))")
-    parser.add_argument("--repeat", action="store_true", help="call the same instance twice (the second-call test)")
+    parser.add_argument("--repeat", nargs="?", const=_SECOND_CALL, default=None, metavar="CALLS",
+                        help="call the same instance again: bare, twice (the second-call test); a number, that many "
+                             "calls (the dropout mask statistics); or modes such as eval,eval,train,eval, one call in "
+                             "each (.train()/.eval() switched between calls)")
     parser.add_argument("--gradients", action="store_true", help="check the gradients (the gradient tests)")
     parser.add_argument("--gradients-accumulate", action="store_true",
                         help="check that .grad accumulates over two calls (the accumulation test)")
@@ -240,7 +273,11 @@ def cli(argv: Optional[list[str]] = None) -> int:
     if len(chosen) > 1:
         parser.error(f"choose one check, not {', '.join('--' + c for c in chosen)}")
     check = chosen[0] if chosen else "forward"
-    return main(args.implementation, case, repeat=args.repeat, check=check)
+    try:
+        repeat = _parse_repeat(args.repeat)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return main(args.implementation, case, repeat=repeat, check=check)
 
 
 if __name__ == "__main__":

@@ -222,3 +222,23 @@ def test_a_hung_forked_call_does_not_outlive_its_worker(tmp_path, monkeypatch) -
         assert not any(_running(pid) for pid in hung), f"a forked child of {hung} outlived its worker"
     finally:
         worker.stop()
+
+
+def test_packed_batch_sizes_that_differ_are_named_as_plain_numbers() -> None:
+    from conformance.arrays import PackedArrays
+    from conformance.candidates import make_candidate
+    from conformance.checks import check_forward
+    from conformance.verdict import ConformanceFailure
+    from implementations.numpy_lstm import NumpyLSTM
+
+    class DropsTheLastStep(NumpyLSTM):
+        def forward(self, input, hx, *, training):
+            output, states = super().forward(input, hx, training=training)
+            last = int(output.batch_sizes[-1])
+            return PackedArrays(output.data[:-last], output.batch_sizes[:-1], output.sorted_indices,
+                                output.unsorted_indices), states
+
+    case = Case(LSTMConfig(3, 4), Call(3, 2, packing="pack_padded_sequence", lengths=(3, 2)))
+    with pytest.raises(ConformanceFailure) as info:
+        check_forward(make_candidate(DropsTheLastStep), case)
+    assert "packed output batch_sizes [2, 2] != torch's [2, 2, 1]" in str(info.value), str(info.value)

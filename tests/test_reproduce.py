@@ -187,6 +187,18 @@ def test_the_one_line_command_reads_back_every_case(case: object) -> None:
     assert rebuilt == case or repr(rebuilt) == repr(case)
 
 
+@pytest.mark.parametrize("repeat", [False, True, 2, 60, (False, False, True, False), (True,)])
+def test_the_one_line_command_carries_the_calls_the_failure_needs(repeat: object) -> None:
+    import shlex
+
+    from conformance.reproduce import _parse_repeat, command
+
+    words = shlex.split(command("torch", Case(LSTMConfig(3, 4), Call(5, 2)), repeat=repeat))
+    given = [w.partition("=")[2] or "twice" for w in words if w.startswith("--repeat")]
+    assert _parse_repeat(given[0] if given else None) == repeat
+    assert all(w.startswith("--repeat") or not w.startswith("--") for w in words)
+
+
 @pytest.mark.slow
 def test_the_one_line_command_exits_1_until_the_port_is_fixed_and_0_once_it_matches() -> None:
     from conformance.reproduce import command
