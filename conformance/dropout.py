@@ -71,9 +71,9 @@ import numpy as np
 from .arrays import LSTMConfig
 from .case import Call, Case
 from .compare import Tolerance, compare_values, tolerance, value_scale, within
-from .localise import state_rows, time_major
+from .layout import state_rows, time_major
 from .outcome import Outcome
-from .reference import Expected, jiggler
+from .reference import Expected, beyond_unit_scale, jiggler
 from .verdict import Problem
 
 __all__ = ["DROPPED", "FALSE_ALARM", "KEPT", "MAX_BITS", "MAX_LANES", "MAX_SURVIVORS", "PADDING", "STATISTICS_CALLS",
@@ -164,8 +164,6 @@ class _Setup:
     def __init__(self, case: Case, expected: Expected) -> None:
         import torch
         from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
-
-        from .reference import beyond_unit_scale
 
         cfg = self.config = case.config
         self.case = case

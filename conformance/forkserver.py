@@ -1,22 +1,22 @@
 """One process per run that imports torch once and forks ready worker processes.
 
-A worker started as ``python -m conformance.worker`` imports torch, which costs a second of CPU, and
-under ``-n 2`` several such imports compete for the cores before the first test.  Instead, pytest (the
-xdist controller under xdist) forks this server as it configures, before it has any thread; the server
-imports torch and the suite's modules once, then forks a worker for each connection: the first worker
-of each pytest process that runs tests, and each replacement after a crash or a time-out (a fork, where
-an import took a second).
+A worker started as ``python -m conformance.worker SERVICE`` imports its service (the suite's imports
+torch, a second of CPU), and under ``-n 2`` several such imports compete for the cores before the first
+test.  Instead, pytest (the xdist controller under xdist) forks this server as it configures, before it
+has any thread; the server imports and prepares the service once, then forks a worker for each
+connection: the first worker of each pytest process that runs tests, and each replacement after a crash
+or a time-out (a fork, where an import took a second).  Standard library only: the service is named
+by the caller.
 
 Linux only (fork, ``PR_SET_PDEATHSIG``, Unix sockets).  Elsewhere, with ``--lstm-isolation inline``,
 and whenever the server cannot be reached, :mod:`conformance.isolation` starts
-``python -m conformance.worker`` instead.  The design: ``docs/architecture.md``, "The worker server";
+``python -m conformance.worker SERVICE`` instead.  The design: ``docs/architecture.md``, "The worker server";
 its figures: ``docs/performance.md``.
 """
 
 from __future__ import annotations
 
 import atexit
-import gc
 import os
 import select
 import shutil
@@ -31,25 +31,30 @@ import traceback
 import warnings
 from typing import Any, Optional
 
+from . import worker
+from .children import die_with_parent
+from .framing import read_frame, write_frame
+
 __all__ = ["ENV_VAR", "ServedWorker", "address", "start"]
 
-#: ``<pid of the process that started the server>:<socket path>``, for the xdist workers it spawns.
+#: ``<pid of the process that started the server>:<service>:<socket path>``, for the xdist workers it spawns.
 ENV_VAR = "LSTM_CONFORMANCE_WORKER_SERVER"
 _WORKER, _STATUS = b"w", b"s"
 _PID = struct.Struct("<q")
 _UNKNOWN = -1
-_STARTED: list = []  # [pid, folder, socket path] of the server this process started
+_STARTED: list = []  # [pid, folder, socket path, service] of the server this process started
 _UNUSABLE: list = []  # servers that failed to fork a worker
 
 
-def start() -> Optional[str]:
-    """Fork the server now; its address, also put into ``ENV_VAR`` for the xdist workers to come.
+def start(service: str) -> Optional[str]:
+    """Fork a server for ``service`` (a module name, see :mod:`conformance.worker`) now; its address, also
+    put into ``ENV_VAR`` for the xdist workers to come.
 
     Only from a process with a single Python thread (fork copies one thread; a lock another held
     would stay locked forever in the child).  None where a server cannot be started.
     """
     if _STARTED:
-        return address()
+        return address(service)
     if not sys.platform.startswith("linux") or threading.active_count() != 1:
         return None
     try:
@@ -72,33 +77,35 @@ def start() -> Optional[str]:
     if pid == 0:
         code = 1
         try:
-            _serve(listener, folder)
+            _serve(listener, folder, service)
             code = 0
         except BaseException:  # noqa: BLE001 - report, and never return into pytest's code
             traceback.print_exc()
         finally:
             os._exit(code)
     listener.close()
-    _STARTED[:] = [pid, folder, path]
-    os.environ[ENV_VAR] = f"{os.getpid()}:{path}"
+    _STARTED[:] = [pid, folder, path, service]
+    os.environ[ENV_VAR] = f"{os.getpid()}:{service}:{path}"
     atexit.register(_stop)
     return path
 
 
-def address() -> Optional[str]:
-    """The server this process may use: its own, or the one its parent (the xdist controller) started."""
+def address(service: str) -> Optional[str]:
+    """The server for ``service`` this process may use: its own, or the one its parent (the xdist
+    controller) started."""
     if _STARTED:
-        path = _STARTED[2]
+        path, served = _STARTED[2], _STARTED[3]
     else:
-        owner, _, path = os.environ.get(ENV_VAR, "").partition(":")
+        owner, _, rest = os.environ.get(ENV_VAR, "").partition(":")
+        served, _, path = rest.partition(":")
         if not (path and owner.isdigit() and int(owner) == os.getppid()):
             return None  # none, or one inherited from further up (a test's pytest subprocess): not this run's
-    return None if path in _UNUSABLE else path
+    return None if path in _UNUSABLE or served != service else path
 
 
 def _stop() -> None:
     """End the server and its workers; reaped, their CPU time counts in this process's (bench's cpu_s)."""
-    pid, folder, _ = _STARTED
+    pid, folder = _STARTED[0], _STARTED[1]
     try:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 2.0
@@ -113,8 +120,8 @@ def _stop() -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _serve(listener: socket.socket, folder: str) -> None:
-    """The server: import once, then fork a worker per connection and report how workers ended.
+def _serve(listener: socket.socket, folder: str, service_name: str) -> None:
+    """The server: import the service once, then fork a worker per connection and report how workers ended.
 
     SIGTERM ends it, quietly however often it comes: from the process that started it (:func:`_stop`),
     at that process's end (``PR_SET_PDEATHSIG``), or sent to the whole process group by whatever stops
@@ -122,25 +129,18 @@ def _serve(listener: socket.socket, folder: str) -> None:
     in the clean-up as an exception: it only wakes the loop (a byte on the wakeup pipe), which then
     ends the workers and removes the socket's ``folder`` (a killed pytest runs no atexit clean-up).
     """
-    from .isolation import _die_with_parent
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is pytest's to handle; this ends with it
     wake, woken = os.pipe()
     os.set_blocking(woken, False)
     signal.set_wakeup_fd(woken)
     signal.signal(signal.SIGTERM, lambda signum, frame: None)  # the only handler here: a byte on `wake` is a SIGTERM
-    _die_with_parent(signum=signal.SIGTERM)
+    die_with_parent(signum=signal.SIGTERM)
     workers: set[int] = set()  # running
     try:
         import faulthandler
 
         faulthandler.disable()  # pytest's, inherited: a worker's crash is reported as a signal, not a dump
-        import torch
-
-        from . import worker
-
-        torch.set_num_threads(1)
-        gc.freeze()  # see conformance.worker.serve
+        service = worker.load_service(service_name)
         ended: dict[int, int] = {}  # pid -> wait status, until someone asks
         while True:
             ready, _, _ = select.select([listener.fileno(), wake], [], [], 1.0)
@@ -148,7 +148,7 @@ def _serve(listener: socket.socket, folder: str) -> None:
             if wake in ready:
                 break
             if ready:
-                _answer(listener, workers, ended, worker, (wake, woken))
+                _answer(listener, workers, ended, service, (wake, woken))
     finally:
         for pid in workers:  # end the workers still running, and reap them
             try:
@@ -163,14 +163,14 @@ def _serve(listener: socket.socket, folder: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _answer(listener: socket.socket, workers: set, ended: dict, worker: Any, pipe: tuple) -> None:
+def _answer(listener: socket.socket, workers: set, ended: dict, service: Any, pipe: tuple) -> None:
     """One request: ``w`` (fork a worker serving this connection) or ``s<pid>`` (how it ended)."""
     connection, _ = listener.accept()
     try:
         connection.settimeout(5.0)
         request = _receive(connection, 1)
         if request == _WORKER:
-            workers.add(_fork_worker(listener, connection, worker, pipe))
+            workers.add(_fork_worker(listener, connection, service, pipe))
         elif request == _STATUS:
             pid = _PID.unpack(_receive(connection, _PID.size))[0]
             connection.sendall(_PID.pack(_status(pid, workers, ended)))
@@ -180,7 +180,7 @@ def _answer(listener: socket.socket, workers: set, ended: dict, worker: Any, pip
         connection.close()
 
 
-def _fork_worker(listener: socket.socket, connection: socket.socket, worker: Any, pipe: tuple) -> int:
+def _fork_worker(listener: socket.socket, connection: socket.socket, service: Any, pipe: tuple) -> int:
     """Fork a worker serving ``connection``; its pid.
 
     SIGTERM is blocked across the fork: the worker ends on it by default, like any process, and a
@@ -198,18 +198,16 @@ def _fork_worker(listener: socket.socket, connection: socket.socket, worker: Any
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # one sent since the fork ends this process now
-    from .isolation import _die_with_parent, write_frame
-
     code = 1
     try:
         listener.close()
         for end in pipe:
             os.close(end)
-        _die_with_parent()  # the server ends with pytest, and its workers with it
+        die_with_parent()  # the server ends with pytest, and its workers with it
         connection.settimeout(None)
         channel = connection.makefile("wb")
         write_frame(channel, os.getpid())  # the first frame: which process serves this connection
-        worker.serve(connection.fileno(), channel)
+        worker.serve(service, connection.fileno(), channel)
         code = 0
     except BaseException:  # noqa: BLE001 - whatever ends the worker is printed for the log
         traceback.print_exc()
@@ -271,8 +269,6 @@ class ServedWorker:
     @property
     def pid(self) -> Optional[int]:
         if self._pid is None and self.returncode is None:
-            from .isolation import read_frame
-
             try:
                 ready, _, _ = select.select([self._socket], [], [], 60.0)
                 self._pid = read_frame(self._socket.fileno()) if ready else None

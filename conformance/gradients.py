@@ -1,5 +1,8 @@
 """Gradient conformance: the backward pass of a drop-in judged against torch's.
 
+This module finds the problems; :mod:`conformance.checks` runs the gradient checks on them
+(``check_gradients``, ``check_double_backward``, ``check_gradient_accumulation``) and adds the diagnosis.
+
 For one :class:`~conformance.case.Case` the check builds torch's module and the candidate's with the
 same weights, passes each a copy of the case's arguments (the input, or a packed input's data, and
 h0 and c0 require grad where the case says: ``Call.requires_grad``, ``Call.hx_requires_grad``), runs
@@ -29,12 +32,11 @@ layer 0's h_n and c_n only: no mask reaches them, so every gradient of that loss
 0's h0, c0 and parameters, and the zeros of the layers above) is the same under any mask.  With
 p = 0 or p = 1 the result is deterministic and compared like eval.
 
-:func:`check_gradient_accumulation` checks what a training loop relies on: ``backward()`` adds to a
+:func:`accumulation_problems` checks what a training loop relies on: ``backward()`` adds to a
 ``.grad`` the caller's tensors and the module's parameters already hold (never overwrites it), and a
 second backward through a fresh call on the same instance adds the same gradients again.
 
-Failures are :class:`~conformance.verdict.ConformanceFailure` s whose problems have kind ``"gradient"``;
-they say which gradient differs (parameter, layer, direction, gate block; or input, h0, c0), listed in
+The problems found have kind ``"gradient"``; they say which gradient differs (parameter, layer, direction, gate block; or input, h0, c0), listed in
 the order the backward pass reaches them (the last layer's parameters first, the input last), and for
 a unidirectional model whether only the gradients flowing back through time differ (each sequence's
 last step's input gradient right, earlier steps wrong).  Adapters plug in through
@@ -54,16 +56,18 @@ import numpy as np
 
 from .candidates import Candidate, CandidateError
 from .case import Case
+from .dropout import KEPT
+from .forward import compare_outcome
 from .compare import Tolerance, compare_values, gradient_scale, gradient_tolerance, held_in, within
 from .dtypes import eps, is_floating, to_numpy, to_torch
 from .outcome import StructureError, from_torch
 from .reference import Expected, beyond_unit_scale, copy_args, invoke, jiggler
 from .timing import timed
-from .verdict import ConformanceFailure, Problem
+from .verdict import Problem
 
-__all__ = ["GATES", "LOSSES", "RESULTS", "Gradients", "check_double_backward", "check_gradient_accumulation",
-           "check_gradients", "cotangent_sets", "double_backward_reason", "gradient_order", "masked_lstm", "masked_oracle_gradients", "through_time",
-           "unsupported_reason"]
+__all__ = ["GATES", "LOSSES", "RESULTS", "Gradients", "accumulation_problems", "cotangent_sets",
+           "double_backward_problems", "double_backward_reason", "gradient_order", "gradient_problems", "masked_lstm",
+           "masked_oracle_gradients", "through_time", "unsupported_reason"]
 
 #: The results a loss may use, as nn.LSTM returns them.
 RESULTS = ("output", "h_n", "c_n")
@@ -254,7 +258,6 @@ def masked_lstm(config: Any, params: dict, args: tuple, case: Case, masks: tuple
     import torch
     from torch.nn.utils.rnn import PackedSequence
 
-    from .dropout import KEPT
 
     x = args[0]
     packed = isinstance(x, PackedSequence)
@@ -670,58 +673,9 @@ def _guarded(what: str, action: Any) -> Any:
         raise CandidateError(f"{what} raised {type(exc).__name__}: {exc}") from exc
 
 
-def check_gradients(candidate: Candidate, case: Case, diagnose: bool = False) -> None:
-    """Run ``case`` forward and backward on torch and on ``candidate``; raise
-    :class:`ConformanceFailure` where the candidate's gradients (or autograd status) differ.
-    ``diagnose=True`` adds a likely bug (:func:`conformance.hints.recognise_gradients`); where the case's
-    input does not require grad and no bug is recognised, the same case with an input that requires grad
-    is tried too (the input gradient's time steps tell a gradient lost through time)."""
-    reason = unsupported_reason(candidate)
-    if reason is not None:
-        raise ValueError(f"{candidate.name} declares no support for {reason}")
-    problems, grads_seen, args = _gradient_problems(candidate, case)
-    if not problems:
-        return
-    if not grads_seen and not any(p.kind == "gradient" for p in problems):
-        # the forward differs: the forward check's own failure (and diagnosis), so that it is one root cause
-        # with the forward tests' failures; h0 and c0 as the forward tests pass them
-        from .checks import check_forward
-
-        check_forward(candidate, case.replace(hx_requires_grad=False), diagnose=diagnose)
-    hint, on = None, ""
-    if diagnose and all(p.kind == "gradient" for p in problems):
-        hint = _recognised(case, args, problems, grads_seen)
-        if hint is None and not case.call.requires_grad:
-            variant = case.replace(requires_grad=True)
-            try:
-                more, more_seen, more_args = _gradient_problems(candidate, variant)
-                hint = _recognised(variant, more_args, more, more_seen) if more else None
-            except Exception:  # noqa: BLE001 - the variant is only a way to a better hint
-                hint = None
-            on = INPUT_REQUIRES_GRAD if hint is not None else ""
-    raise ConformanceFailure(candidate.name, case, problems, hint=hint, check="gradients", diagnosed_on=on)
-
-
-#: The variant a gradient failure may be diagnosed on (:func:`check_gradients`).
-INPUT_REQUIRES_GRAD = "the same case with an input that requires grad"
-
-
-def _recognised(case: Case, args: tuple, problems: list[Problem], grads_seen: list) -> Any:
-    from .hints import GradientEvidence, recognise_gradients
-
-    if not all(p.kind == "gradient" for p in problems):
-        return None
-    try:
-        return recognise_gradients(GradientEvidence(case, args, problems, grads_seen))
-    except Exception:  # noqa: BLE001 - a hint is a bonus
-        return None
-
-
-def _gradient_problems(candidate: Candidate, case: Case) -> tuple[list[Problem], list, tuple]:
+def gradient_problems(candidate: Candidate, case: Case) -> tuple[list[Problem], list, tuple]:
     """The problems of one gradient check, each loss's gradients as compared, and the case's arguments."""
     import torch
-
-    from .checks import _compare
 
     model, args = case.build()
     cfg = case.config
@@ -738,7 +692,7 @@ def _gradient_problems(candidate: Candidate, case: Case) -> tuple[list[Problem],
             expected = Expected(model, args, ref_outcome, from_torch(oracle.raw, case.call.packed), [],
                                 None if perturbed is None else from_torch(perturbed.raw, case.call.packed))
             recovered: list = []
-            problems += _compare(case, expected, got, recovered=recovered)
+            problems += compare_outcome(case, expected, got, recovered=recovered)
             if not problems and candidate.kind == "drop-in":  # an adapter's results are arrays: no autograd
                 problems += _status(reference, mine)
             if not problems:
@@ -840,7 +794,7 @@ def _directions(case: Case, run: _Run) -> dict:
     return {name: torch.randn(tuple(t.shape), generator=g, dtype=torch.float64) for name, t in run.wrt.items()}
 
 
-def check_double_backward(candidate: Candidate, case: Case, diagnose: bool = False) -> None:
+def double_backward_problems(candidate: Candidate, case: Case) -> list[Problem]:
     """The double backward a gradient penalty takes: for the case's loss (:func:`cotangent_sets`) and a
     random ``v``, the gradient of ``<v, the loss's gradient>`` with respect to the input, h0, c0 and every
     parameter (a Hessian-vector product) must match the float64 oracle's under the gradient policy.  A
@@ -884,15 +838,13 @@ def check_double_backward(candidate: Candidate, case: Case, diagnose: bool = Fal
             problems.append(Problem("raised", f"torch returned a result, but {exc}", rule="raised-on-valid"))
         except StructureError as exc:
             problems.append(Problem("structure", str(exc), rule="malformed"))
-    if problems:
-        check_gradients(candidate, case, diagnose=diagnose)  # a forward or a first gradient that differs
-        raise ConformanceFailure(candidate.name, case, problems, check="double-backward")
+    return problems
 
 
 # -------------------------------------------------------------------------------- accumulation
 
 
-def check_gradient_accumulation(candidate: Candidate, case: Case, diagnose: bool = False) -> None:
+def accumulation_problems(candidate: Candidate, case: Case) -> list[Problem]:
     """``backward()`` adds to the ``.grad`` the caller's tensors and the module's parameters already
     hold, and a second backward through a fresh call on the same instance adds the same gradients again.
 
@@ -967,9 +919,7 @@ def check_gradient_accumulation(candidate: Candidate, case: Case, diagnose: bool
             problems.append(Problem("raised", f"torch returned a result, but {exc}", rule="raised-on-valid"))
         except StructureError as exc:
             problems.append(Problem("structure", str(exc), rule="malformed"))
-    if problems:
-        check_gradients(candidate, case, diagnose=diagnose)  # a forward or a gradient that differs: that failure
-        raise ConformanceFailure(candidate.name, case, problems, check="gradients-accumulate")
+    return problems
 
 
 def _rounding(dtype: str, base: np.ndarray) -> float:

@@ -22,7 +22,10 @@ import numpy as np
 from .arrays import LSTMConfig
 from .case import Case
 from .compare import Tolerance, case_scale, floor, tolerance, value_scale, within
-from .localise import DIRECTIONS, Location, Run, run_torch, sequence_lengths, state_rows, time_major
+from .dropout import recover
+from .gradients import masked_oracle_gradients, through_time
+from .layout import sequence_lengths, state_rows, time_major
+from .localise import DIRECTIONS, Location, Run, run_torch
 from .outcome import Outcome
 from .reference import Expected
 from .verdict import Problem
@@ -215,8 +218,6 @@ def _dropout_rate(ev: Evidence) -> Optional[str]:
 
 
 def _dropout_scale(ev: Evidence) -> Optional[str]:
-    from .dropout import recover
-
     cfg = ev.config
     if ev.got is None or not any(p.rule == "no-legal-dropout-mask" for p in ev.problems):
         return None
@@ -233,8 +234,6 @@ def _dropout_scale(ev: Evidence) -> Optional[str]:
 
 def _dropout_place(ev: Evidence) -> Optional[str]:
     import torch
-
-    from .dropout import recover
 
     cfg, call = ev.config, ev.case.call
     if ev.got is None or not call.training or cfg.dropout <= 0 or not any(p.kind == "values" for p in ev.problems):
@@ -1146,7 +1145,7 @@ def _name(prefix: str, row: int, cfg: LSTMConfig) -> str:
 
 @dataclass
 class GradientEvidence:
-    """What is known about one failing gradient check (:func:`conformance.gradients.check_gradients`):
+    """What is known about one failing gradient check (:func:`conformance.checks.check_gradients`):
     the case, its positional arguments, the problems and each loss's gradients as compared
     (:class:`conformance.gradients.Gradients`; the last one is the loss that failed)."""
 
@@ -1197,8 +1196,6 @@ def _float32_gradients(ev: GradientEvidence) -> Optional[str]:
 
 
 def _through_time(ev: GradientEvidence) -> Optional[str]:
-    from .gradients import through_time
-
     entry = ev.compared().get("input")
     if entry is None or entry[1].all():
         return None
@@ -1265,8 +1262,6 @@ def _dropout_ignored_in_backward(ev: GradientEvidence) -> Optional[str]:
     grads = ev.grads[-1] if ev.grads else None
     if grads is None or grads.masks is None or not ev.differing():
         return None
-    from .gradients import masked_oracle_gradients
-
     what_if = masked_oracle_gradients(ev.case, ev.args, grads.state, grads.masks, grads.cotangents,
                                       mask_in_backward=False)
     for name, (tol, _, mine, oracle, _) in ev.compared().items():

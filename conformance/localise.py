@@ -21,24 +21,19 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Optional, TypeVar
+from typing import Any, Optional
 
 import numpy as np
 
 from .arrays import LSTMConfig
 from .candidates import Candidate
 from .case import Case
+from .layout import sequence_lengths, state_rows, time_major
 from .compare import tolerance, value_scale, within
 from .outcome import Outcome
 from .reference import Expected, evaluate
 
-if TYPE_CHECKING:
-    import torch
-
-#: An array or a tensor: what :func:`time_major` takes, and returns in kind.
-ArrayT = TypeVar("ArrayT", np.ndarray, "torch.Tensor")
-
-__all__ = ["Location", "Piece", "Run", "localise", "run_torch", "sequence_lengths", "state_rows", "time_major"]
+__all__ = ["Location", "Piece", "Run", "localise", "run_torch"]
 
 DIRECTIONS = ("forward", "reverse")
 
@@ -87,27 +82,6 @@ class Run:
 
 
 # ------------------------------------------------------------------------------------ layouts
-
-
-def time_major(output: ArrayT, config: LSTMConfig, case: Case) -> ArrayT:
-    """An output as (T, N, features): unbatched gets a batch axis, batch_first is transposed."""
-    if case.call.unbatched:
-        return output[:, None]
-    if config.batch_first and not case.call.packed:
-        return output.swapaxes(0, 1)
-    return output
-
-
-def state_rows(state: np.ndarray, case: Case) -> np.ndarray:
-    """h_n or c_n as (layers * directions, N, features)."""
-    return state[:, None] if case.call.unbatched else state
-
-
-def sequence_lengths(case: Case, steps: int, batch: int) -> np.ndarray:
-    """Each batch element's length, in the caller's order: the packed lengths, or ``steps`` for all."""
-    if case.call.packed:
-        return np.asarray(case.call.lengths, dtype=np.int64)
-    return np.full(batch, steps, dtype=np.int64)
 
 
 # ------------------------------------------------------------------------------ running pieces

@@ -25,13 +25,12 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.errors import InvalidArgument
 
-from . import database, expected
+from . import database, expected, process_ports, service
 from .candidates import Candidate
-from .checks import Runner
-from .output import NOTE, RunOutput
-from .verdict import Note
-from . import forkserver, isolation, process_ports
 from .isolation import DEFAULT_TIMEOUT
+from .output import NOTE, RunOutput
+from .runner import Runner
+from .verdict import Note
 from .options import OptionError, positive_float, positive_int
 from .registry import ENV_VAR, ResolutionError, resolve
 
@@ -121,9 +120,9 @@ def pytest_configure(config: Any) -> None:
     if config.getoption("lstm_isolation") == "process":
         if _starts_the_worker_server(config):
             # one process imports torch for every worker of the run, while this one starts
-            forkserver.start()
+            service.start_server()
         if _runs_suite_here(config):
-            isolation.prestart()
+            service.prestart()
     if not _is_xdist_controller(config):  # the controller runs no test; importing torch would delay its workers
         import torch
 

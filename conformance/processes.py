@@ -36,7 +36,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import IO, NoReturn, Optional
 
-from .isolation import _die_with_parent, _ended
+from .children import die_with_parent, ended
 
 __all__ = ["ChildProcess", "FrameError", "MAX_FRAME", "ProcessCrashed", "ProcessFailure", "ProcessTimedOut",
            "ProtocolError", "running_children"]
@@ -97,7 +97,7 @@ atexit.register(_stop_all)
 
 
 def _child_setup() -> None:  # pragma: no cover - runs in the child between fork and exec
-    _die_with_parent(signum=signal.SIGKILL)
+    die_with_parent(signum=signal.SIGKILL)
 
 
 class ChildProcess:
@@ -273,7 +273,7 @@ class ChildProcess:
         assert self.process is not None
         try:
             code = self.process.wait(_EXIT_GRACE)
-            how = _ended(code)
+            how = ended(code)
         except subprocess.TimeoutExpired:
             how = "closed its stdout without exiting"
         tail = self.stderr_tail()

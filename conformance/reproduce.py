@@ -141,7 +141,8 @@ def main(implementation: str, case: Any, repeat: Repeat = False, python: Optiona
         import torch  # noqa: F401 - the reference; imported first, so that its absence is named as such
 
         from .case import Case, PackingCall
-        from .checks import check_error, check_forward, check_packing_error, run_gradients
+        from .checks import check_forward, check_packing_error, run_gradients
+        from .runner import check_error
         from .processes import ProcessFailure
         from .registry import ResolutionError, resolve
         from .verdict import ConformanceFailure

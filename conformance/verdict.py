@@ -33,7 +33,7 @@ KINDS = {
 }
 
 #: The checks a failure can come from: the forward (and repeated calls), the gradients of one call
-#: (``conformance.gradients.check_gradients``), .grad accumulation over two calls, the double backward.
+#: (``conformance.checks.check_gradients``), .grad accumulation over two calls, the double backward.
 CHECKS = ("forward", "gradients", "gradients-accumulate", "double-backward")
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-PRELOAD = ["torch", "conformance.checks", "conformance.worker"]
+PRELOAD = ["torch", "conformance.service", "conformance.worker"]
 
 
 def _serve(connection: Any) -> None:  # a multiprocessing worker: answer requests until the pipe closes
@@ -72,12 +72,14 @@ def multiprocessing_engine(replacements: int) -> dict:
 def suite_engine(replacements: int) -> dict:
     from conformance import forkserver
     from conformance.isolation import Worker
+    from conformance.process_messages import Answered, Ping
+    from conformance.service import SERVICE
 
     start = time.perf_counter()
-    forkserver.start()
-    worker = Worker()
+    forkserver.start(SERVICE)
+    worker = Worker(SERVICE)
     worker.prestart()
-    assert worker.call("ping") == ("ok", "pong")
+    assert worker.call(Ping()) == Answered("pong")
     first = time.perf_counter() - start
     times = []
     for _ in range(replacements):
@@ -87,7 +89,7 @@ def suite_engine(replacements: int) -> dict:
         worker.process = None
         worker.spare = None  # no spare: the same work as a fresh replacement
         worker.prestart()
-        assert worker.call("ping") == ("ok", "pong")
+        assert worker.call(Ping()) == Answered("pong")
         times.append(time.perf_counter() - start)
     worker.stop()
     return {"first": first, "replacement": times}
@@ -113,14 +115,16 @@ ORPHAN = textwrap.dedent('''
         from conformance.arrays import LSTMConfig
         from conformance.case import Call, Case
         from conformance.isolation import Worker
-        forkserver.start()
-        worker = Worker()
+        from conformance.process_messages import Ping
+        from conformance.service import SERVICE, CheckForward
+        forkserver.start(SERVICE)
+        worker = Worker(SERVICE)
         worker.prestart()
-        worker.call("ping")
+        worker.call(Ping())
         print(worker.process.pid, flush=True)
         case = Case(LSTMConfig(3, 4), Call(2))
-        threading.Thread(target=worker.call, args=("forward", "tests.ports.misbehaving:AlwaysHangs", case, False),
-                         kwargs={{"timeout": 600}}, daemon=True).start()
+        request = CheckForward("tests.ports.misbehaving:AlwaysHangs", case)
+        threading.Thread(target=worker.call, args=(request,), kwargs={{"timeout": 600}}, daemon=True).start()
     time.sleep(60)
 ''')
 

@@ -38,9 +38,10 @@ from hypothesis import strategies as st
 
 from conformance import dtypes
 from conformance.adapters import Capabilities
-from conformance.checks import judged
+from conformance.forward import judged
 from conformance.compare import within
-from conformance.gradients import check_gradients, unsupported_reason
+from conformance.checks import check_gradients
+from conformance.gradients import unsupported_reason
 from conformance.reference import expected_for
 from conformance.registry import resolve
 from conformance.strategies import VALUE_KINDS, cases

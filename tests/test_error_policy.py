@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from conformance.errors import INCIDENTAL, UNDEFINED, CallRecord, Raised, judge_error
+from conformance.error_policy import judge_error
+from conformance.invalid_calls import INCIDENTAL, UNDEFINED, CallRecord, Raised
 
 TORCH_INCIDENTAL = CallRecord(raised=Raised("RuntimeError", ("RuntimeError",),
                                             "Expected more hidden states in stacked_rnn", INCIDENTAL, "forward"))

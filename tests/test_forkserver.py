@@ -31,36 +31,42 @@ from conformance import forkserver
 from conformance.arrays import LSTMConfig
 from conformance.case import Call, Case
 from conformance.isolation import Worker
+from conformance.process_messages import Answered, Ping
+from conformance.service import SERVICE, CheckForward, RecordInvalidCall
+
+def shown(result):  # a result as JSON: its kind, and the answer or what happened
+    detail = result.value if isinstance(result, Answered) else result.what
+    return [type(result).__name__, detail if isinstance(detail, (str, type(None))) else type(detail).__name__]
 
 def parent(pid):
     with open(f"/proc/{pid}/stat") as stat:
         return int(stat.read().rsplit(")", 1)[1].split()[1])
 
-forkserver.start()
+forkserver.start(SERVICE)
 server = forkserver._STARTED[0]
-worker, out, pids = Worker(), {}, []
+worker, out, pids = Worker(SERVICE), {}, []
 os.environ["LSTM_CONFORMANCE_TEST_MARK"] = "set after the server started"
-out["ping"] = worker.call("ping")
-status, record = worker.call("candidate", "tests.test_forkserver:SaysTheMark", Case(LSTMConfig(3, 4), Call(2, 2)))
-out["environment"] = record.raised.message
+out["ping"] = shown(worker.call(Ping()))
+records = worker.call(RecordInvalidCall("tests.test_forkserver:SaysTheMark", Case(LSTMConfig(3, 4), Call(2, 2)))).value
+out["environment"] = records.candidate.raised.message
 out["kind"] = type(worker.process).__name__
 pids.append(worker.process.pid)
 out["parent_is_the_server"] = parent(worker.process.pid) == server
 case = Case(LSTMConfig(3, 4), Call(2, 2))
-out["crash"] = worker.call("forward", "tests.ports.misbehaving:SegfaultsOnBatches", case, False)
+out["crash"] = shown(worker.call(CheckForward("tests.ports.misbehaving:SegfaultsOnBatches", case)))
 started = time.perf_counter()
-out["after_the_crash"] = worker.call("forward", "torch", case, False)
+out["after_the_crash"] = shown(worker.call(CheckForward("torch", case)))
 out["replacement_s"] = time.perf_counter() - started
 pids.append(worker.process.pid)
-out["hang"] = worker.call("forward", "tests.ports.misbehaving:HangsOnInputSizeSeven",
-                          Case(LSTMConfig(7, 4), Call(2, 2)), False, timeout=1)
-out["after_the_hang"] = worker.call("ping")
+out["hang"] = shown(worker.call(CheckForward("tests.ports.misbehaving:HangsOnInputSizeSeven",
+                                             Case(LSTMConfig(7, 4), Call(2, 2))), timeout=1))
+out["after_the_hang"] = shown(worker.call(Ping()))
 pids.append(worker.process.pid)
 out["pids"], out["server"] = pids, server
 os.kill(server, 9)
 os.waitpid(server, 0)
-fresh = Worker()
-out["without_a_server"] = [fresh.call("ping"), type(fresh.process).__name__]
+fresh = Worker(SERVICE)
+out["without_a_server"] = [shown(fresh.call(Ping())), type(fresh.process).__name__]
 fresh.stop()
 print(json.dumps(out))
 """
@@ -90,15 +96,15 @@ def test_served_workers_fail_and_are_replaced_like_started_ones() -> None:
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["ping"] == ["ok", "pong"] and out["kind"] == "ServedWorker" and out["parent_is_the_server"]
+    assert out["ping"] == ["Answered", "pong"] and out["kind"] == "ServedWorker" and out["parent_is_the_server"]
     assert out["environment"] == "'set after the server started'"  # the pytest process's environment, not the server's
-    assert out["crash"] == ["crashed", "was killed by signal 11 (SIGSEGV)"]  # the server's report of its child
-    assert out["after_the_crash"] == ["ok", None]
+    assert out["crash"] == ["Crashed", "was killed by signal 11 (SIGSEGV)"]  # the server's report of its child
+    assert out["after_the_crash"] == ["Answered", "Passed"]
     assert out["replacement_s"] < 1.0  # a fork, where starting python and importing torch takes seconds
-    assert out["hang"] == ["timeout", "did not finish within 1 s, nor within 2 s on a retry in a fresh worker"]
-    assert out["after_the_hang"] == ["ok", "pong"]
+    assert out["hang"] == ["TimedOut", "did not finish within 1 s, nor within 2 s on a retry in a fresh worker"]
+    assert out["after_the_hang"] == ["Answered", "pong"]
     assert len(set(out["pids"])) == 3
-    assert out["without_a_server"] == [["ok", "pong"], "Popen"]  # a server that died: workers are started again
+    assert out["without_a_server"] == [["Answered", "pong"], "Popen"]  # a server that died: workers are started again
     deadline = time.monotonic() + 10
     while not all(_gone(pid) for pid in [out["server"], *out["pids"]]) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -133,12 +139,13 @@ def test_both_xdist_workers_get_their_workers_from_one_server(suite_runner, tmp_
 
 def test_a_server_address_is_only_taken_from_the_parent(monkeypatch) -> None:
     monkeypatch.setattr(forkserver, "_STARTED", [])
-    monkeypatch.setenv(forkserver.ENV_VAR, f"{os.getppid()}:/tmp/some/socket")
-    assert forkserver.address() == "/tmp/some/socket"  # an xdist worker, spawned by the controller
-    monkeypatch.setenv(forkserver.ENV_VAR, f"{os.getpid() + 100000}:/tmp/some/socket")
-    assert forkserver.address() is None  # a pytest started further down (a test's subprocess) starts its own
+    monkeypatch.setenv(forkserver.ENV_VAR, f"{os.getppid()}:some.service:/tmp/some/socket")
+    assert forkserver.address("some.service") == "/tmp/some/socket"  # an xdist worker, spawned by the controller
+    assert forkserver.address("another.service") is None  # a server preloads one service
+    monkeypatch.setenv(forkserver.ENV_VAR, f"{os.getpid() + 100000}:some.service:/tmp/some/socket")
+    assert forkserver.address("some.service") is None  # a pytest started further down (a test's subprocess) starts its own
     monkeypatch.setenv(forkserver.ENV_VAR, "garbage")
-    assert forkserver.address() is None
+    assert forkserver.address("some.service") is None
 
 
 def _session_members(sid: int) -> list[int]:
@@ -228,11 +235,13 @@ SIGTERMS = """
 import json, os, signal, time
 from conformance import forkserver
 from conformance.isolation import Worker
+from conformance.process_messages import Ping
+from conformance.service import SERVICE
 
-forkserver.start()
+forkserver.start(SERVICE)
 server, folder = forkserver._STARTED[:2]
-workers = [Worker(), Worker()]
-out = {"pings": [worker.call("ping", timeout=120) for worker in workers]}
+workers = [Worker(SERVICE), Worker(SERVICE)]
+out = {"pings": [worker.call(Ping(), timeout=120).value for worker in workers]}
 out["workers"] = [worker.process.pid for worker in workers]
 status, deadline = None, time.monotonic() + 10
 while status is None and time.monotonic() < deadline:
@@ -253,7 +262,7 @@ def test_the_server_ends_quietly_on_sigterm_however_often_it_comes() -> None:
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["pings"] == [["ok", "pong"]] * 2
+    assert out["pings"] == ["pong"] * 2
     assert out["status"] == 0 and not out["folder_left"], out
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert all(_gone(pid) for pid in out["workers"])

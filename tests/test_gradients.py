@@ -16,8 +16,8 @@ from conformance.arrays import LSTMConfig as C
 from conformance.candidates import make_candidate
 from conformance.case import Call, Case, Values
 from conformance.compare import EPS, GROWTH, floor, gradient_scale, gradient_tolerance
-from conformance.gradients import (check_double_backward, check_gradient_accumulation, check_gradients,
-                                   cotangent_sets, double_backward_reason, gradient_order, unsupported_reason)
+from conformance.checks import check_double_backward, check_gradient_accumulation, check_gradients
+from conformance.gradients import cotangent_sets, double_backward_reason, gradient_order, unsupported_reason
 from conformance.registry import resolve
 from conformance.verdict import ConformanceFailure
 from tests.ports.adapters import ADAPTER_GRADIENTS_CATALOGUE

@@ -49,13 +49,13 @@ def pytest_runtest_logreport(report):  # in the controller: the reports the work
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session):
-    from conformance import forkserver, isolation
+    from conformance import forkserver, service
 
     worker = getattr(session.config, "workerinput", {}).get("workerid")
     with open(os.path.join(os.environ["PROBE_DIR"], f"{worker or 'controller'}.json"), "w") as out:
         json.dump({"pid": os.getpid(), "ran": RAN, "reported": REPORTED, "databases": sorted(DATABASES),
-                   "server": bool(forkserver._STARTED), "served_by": forkserver.address(),
-                   "isolation": type(isolation._WORKER.process).__name__}, out)
+                   "server": bool(forkserver._STARTED), "served_by": forkserver.address(service.SERVICE),
+                   "isolation": type(service._WORKER.process).__name__}, out)
 '''
 
 

@@ -12,10 +12,14 @@ import pytest
 import torch
 from hypothesis import HealthCheck, find, settings
 
-from conformance import checks
+from conformance import children, service
 from conformance.candidates import make_candidate
+from conformance.hazards import UNSTABLE_PACKED_FAULTS
+from conformance.invalid_calls import prepare, record_candidate, record_reference
 from conformance.isolation import Worker
-from conformance.errors import UNSTABLE_PACKED_FAULTS, may_corrupt_heap, prepare, record_candidate, record_reference
+from conformance.process_messages import Answered, Ping, TimedOut
+from conformance.runner import check_error
+from conformance.service import SERVICE, RecordInvalidCall, RecordTorchCall
 from conformance.registry import resolve
 from conformance.reference import copy_args
 from conformance.strategies import PACKED_CALL_FAULTS, PACKED_STRUCTURE_FAULTS, bad_call_cases, bad_constructor_cases
@@ -43,8 +47,8 @@ def test_the_table_names_real_faults() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", PACKED_CALL_FAULTS)
 def test_only_packed_calls_with_malformed_states_fork(fault: str) -> None:
-    assert may_corrupt_heap(prepare(_example(fault, packed=True))) is (fault in FORKED)
-    assert not may_corrupt_heap(prepare(_example(fault, packed=False)))  # torch's Python checks come first
+    assert prepare(_example(fault, packed=True)).may_corrupt_heap() is (fault in FORKED)
+    assert not prepare(_example(fault, packed=False)).may_corrupt_heap()  # torch's Python checks come first
 
 
 @pytest.mark.slow
@@ -53,8 +57,8 @@ def test_hand_built_packed_structures_fork_only_with_hx_of_another_batch(fault: 
     """The kernel slices a hand-built structure's rows and states with checks; hx of another batch than
     ``batch_sizes[0]`` is what writes out of bounds, as for the hx faults."""
     with_hx = find(bad_call_cases(fault, packed=True), lambda case: case.call.with_hx, settings=_FIND)
-    assert may_corrupt_heap(prepare(with_hx)) is (fault == "batch_sizes increase")  # its first step is smaller
-    assert not may_corrupt_heap(prepare(_example(fault, packed=True)))
+    assert prepare(with_hx).may_corrupt_heap() is (fault == "batch_sizes increase")  # its first step is smaller
+    assert not prepare(_example(fault, packed=True)).may_corrupt_heap()
 
 
 @pytest.mark.slow
@@ -62,20 +66,22 @@ def test_hand_built_packed_structures_fork_only_with_hx_of_another_batch(fault: 
 def test_torch_is_not_asked_where_its_answer_varies_run_to_run(fault: str, monkeypatch) -> None:
     """Any answer of the port passes on an unstable fault, so torch's forked call would decide nothing."""
     asked = []
+    torch_record = service._Handler.torch_record
 
-    def spy(operation, *args, **kwargs):
-        asked.append(operation)
-        return isolated(operation, *args, **kwargs)
+    def spy(handler, case):
+        asked.append(case)
+        return torch_record(handler, case)
 
-    isolated = checks.run_isolated
-    monkeypatch.setattr(checks, "run_isolated", spy)
-    notes = checks.check_error(resolve("torch"), _example(fault, packed=True))
+    monkeypatch.setattr(service._Handler, "torch_record", spy)
+    case = _example(fault, packed=True)
+    records = service._Handler().answer(RecordInvalidCall("torch", case))
+    assert (asked == []) is (fault in UNSTABLE_PACKED_FAULTS) and bool(records.reference.not_run) is not asked
+    notes = check_error(resolve("torch"), case)  # the same, through the worker
     if fault in UNSTABLE_PACKED_FAULTS:
-        assert asked == ["candidate"] and len(notes) == 1
+        assert len(notes) == 1
         assert (notes[0].kind, notes[0].what) == ("reference-undefined", fault)
         assert notes[0].torch.startswith("was not run (its answer"), notes[0]
     else:
-        assert asked == ["reference", "candidate"]
         assert all("was not run" not in note.torch for note in notes)
 
 
@@ -113,7 +119,7 @@ def test_clones_keep_strides_requires_grad_and_one_tensor_passed_twice() -> None
 def test_a_bad_constructor_is_recorded_while_building() -> None:
     case = find(bad_constructor_cases(), lambda case: True, settings=_FIND)
     prepared = prepare(case)
-    assert prepared.record is not None and prepared.model is None and not may_corrupt_heap(prepared)
+    assert prepared.record is not None and prepared.model is None and not prepared.may_corrupt_heap()
     assert record_reference(case) == prepared.record
     assert prepared.record.raised is None or prepared.record.raised.stage == "construct"
 
@@ -134,44 +140,37 @@ class CrashesOnPacked(nn.LSTM):
 def test_a_drop_ins_call_started_beside_torchs_is_still_its_own(tmp_path, monkeypatch) -> None:
     """torch's forked call and the drop-in's run side by side: each record is the one its own call makes."""
     case = _example("hx is a single tensor, not a tuple", packed=True)
-    assert may_corrupt_heap(prepare(case))
+    assert prepare(case).may_corrupt_heap()
     (tmp_path / "crashes_on_packed.py").write_text(CRASHES_ON_PACKED)
     monkeypatch.syspath_prepend(str(tmp_path))
-    worker = Worker()
+    worker = Worker(SERVICE)
     try:
-        torch_alone = worker.call("reference", case)
-        assert worker.call("reference", case, "torch") == torch_alone  # the drop-in's call starts now ...
-        beside = worker.call("candidate", "torch", case)  # ... and is collected here
-        assert beside == worker.call("candidate", "torch", case)  # the same call, run alone
-        assert beside[1].raised is not None and beside[1].raised.describe() == torch_alone[1].raised.describe()
-        assert worker.call("reference", case, "crashes_on_packed:CrashesOnPacked") == torch_alone
-        status, record = worker.call("candidate", "crashes_on_packed:CrashesOnPacked", case)
-        assert status == "ok" and record.crashed == "was killed by signal 11 (SIGSEGV)"
-        worker.call("reference", case, "torch")  # started, never collected: the next case stops it
-        assert worker.call("reference", _example("c0 has one layer too few", packed=True))[0] == "ok"
-        assert worker.call("ping") == ("ok", "pong")
+        torch_alone = worker.call(RecordTorchCall(case)).value
+        beside = worker.call(RecordInvalidCall("torch", case)).value  # the drop-in's forked call runs beside torch's
+        assert beside.reference == torch_alone
+        assert beside.candidate.raised is not None and beside.candidate.raised.describe() == torch_alone.raised.describe()
+        crashing = worker.call(RecordInvalidCall("crashes_on_packed:CrashesOnPacked", case)).value
+        assert crashing.reference == torch_alone and crashing.candidate.crashed == "was killed by signal 11 (SIGSEGV)"
+        assert isinstance(worker.call(RecordInvalidCall("torch", _example("c0 has one layer too few", packed=True))),
+                          Answered)
+        assert worker.call(Ping()) == Answered("pong")
     finally:
         worker.stop()
 
 
 def test_children_that_answered_are_reaped_later_not_left_as_zombies() -> None:
-    from conformance import isolation
-
     for _ in range(20):
-        assert isolation.run_in_fork(int, "7") == ("ok", 7)
+        assert children.run_in_fork(int, "7", timeout=30) == Answered(7)
     for _ in range(100):
-        isolation._reap_finished()
-        if not isolation._UNREAPED:
+        children._reap_finished()
+        if not children._UNREAPED:
             break
         time.sleep(0.05)
-    assert not isolation._UNREAPED
+    assert not children._UNREAPED
 
 
 @pytest.mark.slow
 def test_a_forked_call_past_its_limit_is_a_timeout_recorded_as_a_crash_of_that_call() -> None:
     """Not retried (a child starts from its parent's state each time); the record says it timed out."""
-    from conformance import isolation
-    from conformance.worker import _forked_record
-
-    assert isolation.run_in_fork(time.sleep, 60, timeout=1) == ("timeout", "did not finish within 1 s")
-    assert _forked_record(time.sleep, 60, timeout=1).crashed == "did not finish within 1 s"
+    assert children.run_in_fork(time.sleep, 60, timeout=1) == TimedOut("did not finish within 1 s")
+    assert service.forked_record(time.sleep, 60, timeout=1).crashed == "did not finish within 1 s"

@@ -10,7 +10,9 @@ import pytest
 
 from conformance.arrays import LSTMConfig
 from conformance.case import Call, Case
-from conformance.isolation import RETRY_FACTOR, Worker, run_isolated
+from conformance.isolation import RETRY_FACTOR, Worker
+from conformance.process_messages import Answered, Crashed, Ping, TimedOut
+from conformance.service import SERVICE, CheckForward, Passed, RecordInvalidCall, ask
 from conformance.registry import resolve
 
 MISBEHAVING = "tests.ports.misbehaving"
@@ -61,12 +63,12 @@ def test_a_port_slow_only_on_its_first_call_passes_on_the_retry(suite_runner, tm
 
 @pytest.mark.slow
 def test_a_hang_is_a_timeout_within_a_bounded_time_and_its_replay_answers_at_once() -> None:
-    from conformance.checks import Runner
+    from conformance.runner import Runner
     from conformance.verdict import ConformanceFailure
 
     runner = Runner(resolve(f"{MISBEHAVING}:AlwaysHangs"), timeout=1)
     case = Case(LSTMConfig(3, 4), Call(2, 2))
-    assert run_isolated("ping", timeout=120) == ("ok", "pong")  # started (torch imported) before the 1 s limit
+    assert ask(Ping(), timeout=120) == Answered("pong")  # started (torch imported) before the 1 s limit
     started = time.monotonic()
     with pytest.raises(ConformanceFailure) as first:
         runner.forward(case, diagnose=False)
@@ -83,13 +85,13 @@ def test_a_hang_is_a_timeout_within_a_bounded_time_and_its_replay_answers_at_onc
 def test_an_invalid_call_that_hangs_fails_as_a_crash_named_as_a_timeout() -> None:
     from hypothesis import HealthCheck, find, settings
 
-    from conformance.checks import Runner
+    from conformance.runner import Runner
     from conformance.strategies import bad_call_cases
     from conformance.verdict import ConformanceFailure
 
     case = find(bad_call_cases("c0 has one feature too many"), lambda case: True,
                 settings=settings(database=None, suppress_health_check=list(HealthCheck)))
-    assert run_isolated("ping", timeout=120) == ("ok", "pong")
+    assert ask(Ping(), timeout=120) == Answered("pong")
     with pytest.raises(ConformanceFailure) as caught:
         Runner(resolve(f"{MISBEHAVING}:AlwaysHangs"), timeout=1).error(case)
     (problem,) = caught.value.problems
@@ -114,13 +116,13 @@ def test_a_wrong_structure_is_named(suite_runner, port: str, message: str) -> No
 
 @pytest.mark.slow
 def test_the_worker_survives_a_crash_and_reports_it() -> None:
-    worker = Worker()
+    worker = Worker(SERVICE)
     try:
-        assert worker.call("ping") == ("ok", "pong")
+        assert worker.call(Ping()) == Answered("pong")
         case = Case(LSTMConfig(3, 4), Call(2, 2))
-        status, value = worker.call("forward", f"{MISBEHAVING}:SegfaultsOnBatches", case, False)
-        assert (status, value) == ("crashed", "was killed by signal 11 (SIGSEGV)")
-        assert worker.call("forward", "torch", case, False) == ("ok", None)
+        assert worker.call(CheckForward(f"{MISBEHAVING}:SegfaultsOnBatches", case)) == \
+            Crashed("was killed by signal 11 (SIGSEGV)")
+        assert worker.call(CheckForward("torch", case)) == Answered(Passed())
     finally:
         worker.stop()
 
@@ -151,23 +153,23 @@ def test_a_ports_own_assert_is_reported_as_the_port_raising() -> None:
 
 def test_a_forked_call_that_fails_outside_the_call_is_a_crash_of_that_call() -> None:
     """After torch corrupts its heap, the child may fail anywhere: never an error of the suite itself."""
-    from conformance.worker import _forked_record
+    from conformance.service import forked_record
 
     class Unpicklable:  # a local class cannot be pickled: the child fails while sending its result
         pass
 
-    record = _forked_record(Unpicklable)
+    record = forked_record(Unpicklable, timeout=30)
     assert record.crashed and record.crashed.startswith("failed in its isolated process")
 
 
 def test_the_worker_follows_the_import_path(tmp_path, monkeypatch) -> None:
     """A folder pytest adds after the worker started (collecting tests) still reaches it."""
-    worker = Worker()
+    worker = Worker(SERVICE)
     try:
         worker.prestart()
         (tmp_path / "late_port.py").write_text("from torch import nn\n\nclass LatePort(nn.LSTM):\n    pass\n")
         monkeypatch.syspath_prepend(str(tmp_path))
-        assert worker.call("forward", "late_port:LatePort", Case(LSTMConfig(3, 4), Call(2, 2)), False) == ("ok", None)
+        assert worker.call(CheckForward("late_port:LatePort", Case(LSTMConfig(3, 4), Call(2, 2)))) == Answered(Passed())
     finally:
         worker.stop()
 
@@ -206,13 +208,13 @@ def test_a_hung_forked_call_does_not_outlive_its_worker(tmp_path, monkeypatch) -
     monkeypatch.setenv("HUNG_PID_FILE", str(tmp_path / "pid"))
     case = find(bad_call_cases("h0 has one layer too many", packed=True), lambda case: True,
                 settings=settings(database=None, suppress_health_check=list(HealthCheck)))
-    worker = Worker()
+    worker = Worker(SERVICE)
     try:
-        assert worker.call("ping", timeout=120) == ("ok", "pong")  # started (torch imported) before the 1.5 s limit
-        # both limits below the forked call's own (UNDEFINED_TIME_LIMIT): the worker is killed each time
-        status, value = worker.call("candidate", "hangs_in_child:WritesItsPidThenHangs", case, timeout=1.5)
-        assert (status, value) == ("timeout",
-                                   "did not finish within 1.5 s, nor within 3 s on a retry in a fresh worker")
+        assert worker.call(Ping(), timeout=120) == Answered("pong")  # started (torch imported) before the 1.5 s limit
+        # both limits below the forked call's own (the request's 30 s): the worker is killed each time
+        request = RecordInvalidCall("hangs_in_child:WritesItsPidThenHangs", case, time_limit=30)
+        assert worker.call(request, timeout=1.5) == \
+            TimedOut("did not finish within 1.5 s, nor within 3 s on a retry in a fresh worker")
         hung = [int(pid) for pid in (tmp_path / "pid").read_text().split()]
         assert hung
         for _ in range(100):

@@ -24,7 +24,7 @@ from conformance import process_ports, schema, wire
 from conformance.arrays import LSTMConfig
 from conformance.case import Call, Case
 from conformance.checks import check_forward
-from conformance.gradients import check_gradients
+from conformance.checks import check_gradients
 from conformance.processes import (ChildProcess, FrameError, ProcessCrashed, ProcessFailure, ProcessTimedOut,
                                    ProtocolError, running_children)
 from conformance.registry import ResolutionError, resolve
@@ -312,7 +312,7 @@ def test_a_port_that_breaks_the_protocol_fails_the_case_and_is_restarted(behavio
 @pytest.mark.parametrize("isolate", [True, False], ids=["worker", "inline"])
 def test_a_crash_fails_the_case_with_what_the_process_did(isolate: bool) -> None:
     """In a worker process as a run does (the worker lives on), and inline: the case fails as a crash."""
-    from conformance.checks import Runner
+    from conformance.runner import Runner
 
     runner = Runner(resolve(python_port("exit-on-forward")), isolate=isolate)
     with pytest.raises(ConformanceFailure) as failure:

@@ -380,7 +380,7 @@ def _gradient_gates_swapped(cls: type) -> type:
 
 @pytest.mark.parametrize("name", GRADIENT_PORTS)
 def test_the_adapter_gradients_conform_and_a_wrong_gradient_mapping_is_flagged(name: str) -> None:
-    from conformance.gradients import check_gradients
+    from conformance.checks import check_gradients
 
     cls = _load(name)
     assert cls.capabilities.gradients is True
@@ -411,7 +411,7 @@ def test_paddle_still_cannot_differentiate_an_eval_mode_call() -> None:
 
 def test_paddle_still_gets_the_reverse_weight_hh_gradient_wrong_with_sequence_length() -> None:
     """If this fails, drop paddle's `when bidirectional=True, packed=True, with_hx=True, proj_size=0` entry."""
-    from conformance.gradients import check_gradients
+    from conformance.checks import check_gradients
 
     cls = _load("paddle")
     call = Call(seq_len=3, batch=2, packing="pack_padded_sequence", lengths=(3, 1), with_hx=True,

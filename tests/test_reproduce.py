@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from conformance.adapters import Capabilities
 from conformance.arrays import LSTMConfig
 from conformance.case import Call, Case, Fault, PackingCall, Values
-from conformance.checks import check_error, check_forward, check_packing_error
+from conformance.checks import check_forward, check_packing_error
+from conformance.runner import check_error
 from conformance.registry import resolve
 from conformance.reproduce import script, source
 from conformance.strategies import CALL_FAULTS, bad_call_cases, bad_constructor_cases, bad_packing_calls, cases

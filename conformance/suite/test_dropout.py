@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.candidates import Candidate
-from conformance.checks import Runner
+from conformance.runner import Runner
 from conformance.dropout import STATISTICS_CALLS, SWITCH_MODES, statistics_case
 from conformance.output import skip_unsupported
 from conformance.strategies import focus_cases

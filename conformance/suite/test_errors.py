@@ -2,7 +2,7 @@
 
 Every invalid call runs in an isolated worker process (torch itself segfaults on some invalid
 packed calls), so a crash or a hang is a failure of that case, never of the run.  The policy
-(contract, incidental, reference-undefined) is in ``conformance.errors``.
+(contract, incidental, reference-undefined) is in ``conformance.error_policy``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.candidates import Candidate
-from conformance.checks import Runner
+from conformance.runner import Runner
 from conformance.output import NOTE, skip_unsupported
 from conformance.strategies import (CALL_FAULTS, PACKED_CALL_FAULTS, bad_call_cases, bad_constructor_cases,
                                     bad_packing_calls, call_fault_requirements)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from conformance.adapters import Capabilities
 from conformance.candidates import Candidate
 from conformance.case import Case
-from conformance.checks import Runner
+from conformance.runner import Runner
 from conformance.gradients import double_backward_reason, unsupported_reason
 from conformance.output import skip_unsupported
 from conformance.strategies import FOCI, MAX_COST, case_cost, cases, focus_requirements
