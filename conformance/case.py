@@ -13,8 +13,8 @@ from typing import Any, Optional
 
 from .arrays import LSTMConfig
 
-__all__ = ["ARGUMENT_FORMS", "Call", "Case", "Fault", "LAYOUTS", "PACKINGS", "SPECIALS", "STATE_LAYOUTS", "Values",
-           "call_arguments"]
+__all__ = ["ARGUMENT_FORMS", "Call", "Case", "Fault", "LAYOUTS", "PACKINGS", "PackingCall", "SPECIALS", "STATE_LAYOUTS",
+           "Values", "call_arguments"]
 
 #: How the input (a dense tensor, or a packed sequence's data) is laid out in memory.  Each holds the
 #: values of a contiguous tensor drawn first: ``transposed`` (dims 0 and 1 swapped in memory),

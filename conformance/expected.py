@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import operator
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
+
+from .arrays import LSTMConfig
+from .case import Call
 
 __all__ = ["ExpectedFailure", "ExpectedFailuresError", "load", "file_for", "short_id"]
 
@@ -51,11 +54,6 @@ _MISSING = object()
 
 
 def _properties() -> set[str]:
-    from dataclasses import fields
-
-    from .arrays import LSTMConfig
-    from .case import Call
-
     return ({f.name for f in fields(LSTMConfig)} | {f.name for f in fields(Call)} |
             {name for name in dir(Call) if isinstance(getattr(Call, name), property)})
 

@@ -24,6 +24,7 @@ from typing import Any, Optional
 import pytest
 
 from . import render, reproduce
+from .expected import short_id
 from .verdict import ConformanceFailure
 
 if sys.version_info < (3, 11):
@@ -61,12 +62,6 @@ def _is_flaky(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover - every supported hypothesis has it
         return False
     return isinstance(exc, Flaky)
-
-
-def _short_id(nodeid: str) -> str:
-    from .expected import short_id
-
-    return short_id(nodeid)
 
 
 def _properties(report: Any, key: str) -> list[Any]:
@@ -193,7 +188,7 @@ class RunOutput:
         failures = conformance_failures(call.excinfo.value)
         if not failures:
             return report
-        test = _short_id(item.nodeid)
+        test = short_id(item.nodeid)
         datas = [self._failure_data(test, failure) for failure in failures]
         for data in datas:
             report.user_properties.append((FAILURE, data))

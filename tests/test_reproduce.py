@@ -222,3 +222,21 @@ def test_the_one_line_command_rejects_what_is_not_a_case_with_exit_2(text: str) 
     assert result.returncode == 2, result.stdout + result.stderr
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and "cannot read the case" in errors[0], result.stderr
+
+
+@pytest.mark.parametrize("failure", [
+    ConformanceFailure("torch", Case(LSTMConfig(2, 3), Call(2, 1)), []),
+    ConformanceFailure("torch", PackingCall("pack_padded_sequence", (2, 3), 2), []),
+], ids=["case", "packing-call"])
+def test_what_a_reproducer_imports_is_declared_public(failure: ConformanceFailure) -> None:
+    """A saved script outlives the run: every name it imports from conformance is in that module's __all__."""
+    import ast
+    import importlib
+
+    tree = ast.parse(script("torch", failure))
+    imported = [(node.module, alias.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                and (node.module or "").startswith("conformance") for alias in node.names]
+    assert ("conformance.reproduce", "main") in imported
+    private = [f"{module}.{name}" for module, name in imported
+               if name not in getattr(importlib.import_module(module), "__all__", ())]
+    assert not private, f"a reproducer imports names its module does not declare public: {private}"
