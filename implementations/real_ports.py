@@ -8,7 +8,7 @@ is either made from this table (``implementations/_extras.py``'s one-line error,
 ``tests/test_real_port_sources.py`` (``pyproject.toml``, ``tox.ini``, the scripts, the adapters, the
 manifests and npm files, the docs), since those cannot read Python at install time.
 
-The module imports only the standard library: shell scripts and tests read it without torch.
+The module imports only the standard library, so the install-table script reads it without torch.
 """
 
 from __future__ import annotations
