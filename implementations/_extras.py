@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-#: registry name -> (extra, pinned packages), as in pyproject.toml's optional dependencies.
-EXTRAS: dict[str, tuple[str, str]] = {
-    "onnxruntime": ("onnxruntime", "onnxruntime==1.32.0 onnx==1.23.2"),
-    "flax": ("jax", "jax==0.10.2 jaxlib==0.10.2 flax==0.12.8"),
-    "keras": ("keras", "keras==3.15.1"),
-    "paddle": ("paddle", "paddlepaddle==3.3.1"),
-}
+from implementations.real_ports import REAL_PORTS
+
+#: registry name -> (extra, pinned packages), from the real ports' table (implementations/real_ports.py).
+EXTRAS: dict[str, tuple[str, str]] = {port.name: (port.extra, " ".join(port.pip)) for port in REAL_PORTS if port.extra}
 
 
 def missing_port(name: str, exc: ImportError) -> ImportError:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The port x feature table of docs/real-ports.md: a conformance report for each port, then one table of them all.
-# Usage: bash scripts/port-table.sh [port ...]   (default: numpy and the five real ports)
+# Usage: bash scripts/port-table.sh [port ...]   (default: numpy and the Python real ports;
+# tests/test_real_port_sources.py checks that list against implementations/real_ports.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ports=("$@")

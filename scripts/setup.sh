@@ -8,6 +8,7 @@
 # contributor's linter, type checker and pre-commit). The JavaScript ports (tfjs, onnxruntime-node)
 # are named the same way: their npm packages are installed with `npm ci` from
 # the lockfile in implementations/js/<port>, scripts skipped (onnxruntime-node's downloads CUDA binaries).
+# The real ports' extras and JavaScript ports named here are checked against implementations/real_ports.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}

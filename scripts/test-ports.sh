@@ -3,6 +3,7 @@
 # Ports: the arguments, else $LSTM_PORTS, else the ones CI runs: onnxruntime keras torch-quantizable.
 # Each run must exit 0: known divergences are expected failures (implementations/expected/*.txt).
 # Extra pytest arguments: LSTM_PYTEST_ARGS, e.g. LSTM_PYTEST_ARGS="--lstm-skip-expected-failures".
+# The ports and their extras below are checked against implementations/real_ports.py (tests/test_real_port_sources.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -gt 0 ]; then ports=("$@"); else read -ra ports <<< "${LSTM_PORTS:-onnxruntime keras torch-quantizable}"; fi

@@ -29,6 +29,7 @@ from conformance.processes import (ChildProcess, FrameError, ProcessCrashed, Pro
                                    ProtocolError, running_children)
 from conformance.registry import ResolutionError, resolve
 from conformance.verdict import ConformanceFailure
+from implementations.real_ports import REAL_PORTS
 from tests.conftest import REPO, run_pytest
 
 PYTHON_PORT = REPO / "tests" / "ports" / "python_port.py"
@@ -532,9 +533,10 @@ def test_a_process_failure_is_not_an_exception_a_check_would_record_as_raised() 
 
 
 # ----------------------------------------------------------------------------- the real JavaScript ports
-#: registry name -> the dtypes it declares and the features it declares absent, as its port.js says.
-JS_REAL = {"tfjs": dict(dtypes={"float32"}, lacks={"proj_size"}, package="@tensorflow/tfjs"),
-           "onnxruntime-node": dict(dtypes={"float32"}, lacks={"proj_size", "dropout"}, package="onnxruntime-node")}
+#: registry name -> the dtypes it declares, the features it declares absent (as its port.js says) and its
+#: npm package, from the real ports' table (implementations/real_ports.py).
+JS_REAL = {port.name: dict(dtypes=set(port.dtypes), lacks=set(port.lacks), package=next(iter(port.npm_versions)))
+           for port in REAL_PORTS if port.is_process}
 
 
 def _real_port(name: str):

@@ -29,30 +29,22 @@ from conformance.case import Call, Case
 from conformance.checks import check_forward
 from conformance.registry import available
 from conformance.verdict import ConformanceFailure
+from implementations.real_ports import REAL_PORTS
 
 REPO = Path(__file__).resolve().parent.parent
 EXPECTED_DIR = REPO / "implementations" / "expected"
 
-#: registry name -> import path, the extra that installs it, and the dtypes it declares and the
-#: features it declares absent, as its docstring says.
+#: The Python real ports, from their table (implementations/real_ports.py): registry name -> import path, the
+#: extra that installs it, the dtypes it declares and the features it declares absent (checked below against
+#: the adapter and its docstring).
 PORTS: dict[str, dict[str, Any]] = {
-    "onnxruntime": dict(path="implementations.onnxruntime_lstm:OnnxRuntimeLSTM",
-                        extra="onnxruntime", dtypes={"float32", "float16"}, lacks={"proj_size", "dropout"}),
-    "flax": dict(path="implementations.flax_lstm:FlaxLSTM", extra="jax",
-                 dtypes={"float32", "float64"}, lacks={"proj_size", "dropout"}),
-    "keras": dict(path="implementations.keras_lstm:KerasLSTM", extra="keras",
-                  dtypes={"float32", "float64", "float16", "bfloat16"}, lacks={"proj_size", "dropout"}),
-    "paddle": dict(path="implementations.paddle_lstm:PaddleLSTM", extra="paddle",
-                   dtypes={"float32", "float64"}, lacks={"no_bias"}),
-    "torch-quantizable": dict(path="implementations.quantizable_lstm:QuantizableLSTM", extra=None,
-                              dtypes={"float32", "float64", "float16", "bfloat16"},
-                              lacks={"proj_size", "packed", "packed_unsorted", "unbatched", "dropout"}),
-}
+    port.name: dict(path=port.target, extra=port.extra, dtypes=set(port.dtypes), lacks=set(port.lacks))
+    for port in REAL_PORTS if not port.is_process}
 #: How each docstring names a feature it lacks.
 DOC_WORDS = {"proj_size": "proj_size", "dropout": "dropout", "bidirectional": "bidirectional", "no_bias": "bias=False",
              "packed": "PackedSequence", "packed_unsorted": "PackedSequence", "unbatched": "unbatched"}
 #: The top-level modules each port imports, blocked to simulate a missing package.
-BLOCK = {"onnxruntime": ["onnx", "onnxruntime"], "flax": ["jax", "flax"], "keras": ["keras"], "paddle": ["paddle"]}
+BLOCK = {port.name: list(port.modules) for port in REAL_PORTS if port.modules}
 
 
 @pytest.fixture(scope="module", autouse=True)
