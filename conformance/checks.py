@@ -22,7 +22,7 @@ from .hints import Evidence, GradientEvidence, recognise, recognise_gradients
 from .invalid_calls import CallRecord, python_warnings, record_packing
 from .localise import localise
 from .outcome import StructureError
-from .reference import Expected, copy_args, expected_for
+from .reference import Reference, copy_args, reference_for
 from .verdict import ConformanceFailure, Note, Problem, Repeat, call_form
 
 __all__ = ["EVAL_MODE", "INPUT_REQUIRES_GRAD", "check_double_backward", "check_forward", "check_gradient_accumulation",
@@ -44,13 +44,13 @@ def check_forward(candidate: Candidate, case: Case, repeat: Repeat = False,
     suite asks for it only for the failing example hypothesis finally reports.
     """
     calls = call_modes(case, repeat)
-    expected = expected_for(case)
-    in_mode = {case.call.training: (case, expected)}
+    ref = reference_for(case)
+    in_mode = {case.call.training: (case, ref)}
 
-    def mode(training: bool) -> tuple[Case, Expected]:
+    def mode(training: bool) -> tuple[Case, Reference]:
         if training not in in_mode:
             other = case.replace(training=training)
-            in_mode[training] = (other, expected_for(other))
+            in_mode[training] = (other, reference_for(other))
         return in_mode[training]
 
     first_case, first_expected = mode(calls[0])
@@ -60,9 +60,9 @@ def check_forward(candidate: Candidate, case: Case, repeat: Repeat = False,
     first: Any = None
     recovered: list = []
     try:
-        instance = candidate.build(case.config, expected.model.state_dict(), warnings_out=built_warnings)
+        instance = candidate.build(case.config, ref.model.state_dict(), warnings_out=built_warnings)
         if candidate.kind == "drop-in":  # constructed with nn.LSTM's arguments: it must warn as nn.LSTM does
-            problems += judge_warnings(CallRecord(warnings=python_warnings(expected.warnings)),
+            problems += judge_warnings(CallRecord(warnings=python_warnings(ref.warnings)),
                                        CallRecord(warnings=python_warnings(built_warnings)),
                                        candidate.capabilities.errors)
         params_before = parameters(instance)
@@ -77,7 +77,7 @@ def check_forward(candidate: Candidate, case: Case, repeat: Repeat = False,
             if problems:
                 break
         if not problems and statistics_asked(repeat):
-            problems += mask_statistics(case, expected, recovered, len(calls))
+            problems += mask_statistics(case, ref, recovered, len(calls))
     except CandidateError as exc:
         problems.append(Problem("raised", f"torch returned a result, but {exc}", rule="raised-on-valid"))
     except StructureError as exc:
@@ -85,7 +85,7 @@ def check_forward(candidate: Candidate, case: Case, repeat: Repeat = False,
     if problems:
         if not diagnose:
             raise ConformanceFailure(candidate.name, case, problems, repeat=repeat)
-        location, hint, on = _diagnose(candidate, case, expected, first, problems)
+        location, hint, on = _diagnose(candidate, case, ref, first, problems)
         raise ConformanceFailure(candidate.name, case, problems, location, hint, repeat=repeat, diagnosed_on=on)
 
 
@@ -163,7 +163,7 @@ def check_gradient_accumulation(candidate: Candidate, case: Case, diagnose: bool
 EVAL_MODE = "the same case in eval mode"
 
 
-def _diagnose(candidate: Candidate, case: Case, expected: Expected, got: Any,
+def _diagnose(candidate: Candidate, case: Case, ref: Reference, got: Any,
               problems: list[Problem]) -> tuple[Any, Any, str]:
     """Localise and recognise: (location, hint, the variant they were found on).
 
@@ -177,29 +177,29 @@ def _diagnose(candidate: Candidate, case: Case, expected: Expected, got: Any,
         try:
             check_forward(candidate, evaluated, diagnose=False)
         except ConformanceFailure as failure:
-            location, hint = _diagnose_here(candidate, evaluated, expected_for(evaluated), failure.problems)
+            location, hint = _diagnose_here(candidate, evaluated, reference_for(evaluated), failure.problems)
             return location, hint, EVAL_MODE if location or hint else ""
         except Exception:  # noqa: BLE001 - the eval-mode variant is only a way to a better hint
             pass
-    return (*_diagnose_here(candidate, case, expected, problems, got), "")
+    return (*_diagnose_here(candidate, case, ref, problems, got), "")
 
 
-def _diagnose_here(candidate: Candidate, case: Case, expected: Expected, problems: list[Problem],
+def _diagnose_here(candidate: Candidate, case: Case, ref: Reference, problems: list[Problem],
                    got: Any = None) -> tuple[Any, Any]:
     if got is None and all(p.kind == "values" for p in problems):
         try:  # the result to localise: the candidate's first call on this case
-            instance = candidate.build(case.config, expected.model.state_dict(), warnings_out=[])
-            got = candidate.run(instance, expected.args, case.call.training, case.call.packed, case.call.arguments)
+            instance = candidate.build(case.config, ref.model.state_dict(), warnings_out=[])
+            got = candidate.run(instance, ref.args, case.call.training, case.call.packed, case.call.arguments)
         except Exception:  # noqa: BLE001 - no result, no localisation
             got = None
     location = focus = None
     first_call = [p for p in problems if p.call == 1]
     if got is not None and first_call and all(p.kind == "values" for p in problems):
         try:
-            location, focus = localise(candidate, case, expected, got)
+            location, focus = localise(candidate, case, ref, got)
         except Exception:  # noqa: BLE001 - a diagnosis is a bonus, the failure stands without it
             location = focus = None
-    return location, recognise(Evidence(case, expected, got, problems, location, focus, candidate))
+    return location, recognise(Evidence(case, ref, got, problems, location, focus, candidate))
 
 
 def check_packing_error(candidate: Candidate, call: PackingCall, functions: Any) -> list[Note]:

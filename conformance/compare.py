@@ -85,18 +85,18 @@ def value_scale(arrays: Iterable[np.ndarray]) -> float:
     return 1.0 if largest is None else min(1.0, 10.0 * largest)
 
 
-def case_scale(expected: Any) -> float:
-    """``scale`` of the policy for an :class:`~conformance.reference.Expected`: over the oracle's output,
+def case_scale(ref: Any) -> float:
+    """``scale`` of the policy for an :class:`~conformance.reference.Reference`: over the oracle's output,
     h_n and c_n, the call's x, h0 and c0, and the model's biases, so that a result made tiny by
     saturated gates (large inputs) is not taken for a tiny computation."""
     import torch
 
-    arrays = list(expected.oracle.parts().values())
-    for value in (expected.args[0], *(expected.args[1] if len(expected.args) > 1 else ())):
+    arrays = list(ref.oracle.parts().values())
+    for value in (ref.args[0], *(ref.args[1] if len(ref.args) > 1 else ())):
         value = value if isinstance(value, torch.Tensor) else getattr(value, "data", None)
         if isinstance(value, torch.Tensor):
             arrays.append(value.detach().double().numpy())
-    biases = [p for name, p in expected.model.state_dict().items() if name.startswith("bias")]
+    biases = [p for name, p in ref.model.state_dict().items() if name.startswith("bias")]
     return value_scale(arrays + [p.detach().double().numpy() for p in biases])
 
 

@@ -73,7 +73,7 @@ from .case import Call, Case
 from .compare import Tolerance, compare_values, tolerance, value_scale, within
 from .layout import state_rows, time_major
 from .outcome import Outcome
-from .reference import Expected, beyond_unit_scale, jiggler
+from .reference import Reference, beyond_unit_scale, jiggler
 from .verdict import Problem
 
 __all__ = ["DROPPED", "FALSE_ALARM", "KEPT", "MAX_BITS", "MAX_LANES", "MAX_SURVIVORS", "PADDING", "STATISTICS_CALLS",
@@ -161,14 +161,14 @@ class _Lanes:
 class _Setup:
     """A case's weights and inputs, per evaluation, and the candidate's result, time-major and batched."""
 
-    def __init__(self, case: Case, expected: Expected) -> None:
+    def __init__(self, case: Case, ref: Reference) -> None:
         import torch
         from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
         cfg = self.config = case.config
         self.case = case
         dtype = getattr(torch, cfg.dtype)
-        args = expected.args
+        args = ref.args
         x = args[0]
         if isinstance(x, PackedSequence):
             padded, lengths = pad_packed_sequence(x)  # time-major, the caller's batch order
@@ -188,7 +188,7 @@ class _Setup:
         else:
             h0 = torch.zeros(rows, batch, cfg.output_size, dtype=dtype)
             c0 = torch.zeros(rows, batch, cfg.hidden_size, dtype=dtype)
-        state = {k: v.detach() for k, v in expected.model.state_dict().items()}
+        state = {k: v.detach() for k, v in ref.model.state_dict().items()}
         f64 = torch.float64
         data = (state, x.detach(), h0, c0)
         self.data = {ORACLE: (f64, *_cast(data, f64))}
@@ -197,7 +197,7 @@ class _Setup:
         if beyond_unit_scale(case):
             self.data[PERTURBED] = (f64, *_jiggled(_cast(data, f64), cfg.dtype))
         # layer 0's states take no mask: part of every mask's result, for the policy's scale
-        self.layer0 = [part[:cfg.num_directions] for part in (expected.oracle.h_n, expected.oracle.c_n)]
+        self.layer0 = [part[:cfg.num_directions] for part in (ref.oracle.h_n, ref.oracle.c_n)]
         self._weights: dict = {}
         self.evaluated: dict = {}  # layer evaluations, which depend on the masks below, never on the candidate
 
@@ -209,12 +209,12 @@ class _Setup:
                     "c_n": state_rows(got.c_n, case).astype(np.float64)}
 
     @classmethod
-    def of(cls, case: Case, expected: Expected) -> "_Setup":
+    def of(cls, case: Case, ref: Reference) -> "_Setup":
         """The setup of ``expected``, kept for the next calls on the same case (repeated calls)."""
-        kept = _SETUPS.get(id(expected))
-        if kept is None or kept[0] is not expected or kept[1].case != case:
+        kept = _SETUPS.get(id(ref))
+        if kept is None or kept[0] is not ref or kept[1].case != case:
             _SETUPS.clear()
-            kept = _SETUPS[id(expected)] = (expected, cls(case, expected))
+            kept = _SETUPS[id(ref)] = (ref, cls(case, ref))
         return kept[1]
 
     def weights(self, layer: int, evaluation: str) -> list:
@@ -227,7 +227,7 @@ class _Setup:
         return self._weights[key]
 
 
-_SETUPS: dict[int, tuple[Expected, _Setup]] = {}
+_SETUPS: dict[int, tuple[Reference, _Setup]] = {}
 
 _NAME = re.compile(r"^(.*)_l(\d+)(_reverse)?$")
 
@@ -454,7 +454,7 @@ def _survivors(v: _Lanes, ok: np.ndarray, dropped: bool) -> list[_Path]:
 # ---------------------------------------------------------------------------------- recovery
 
 
-def recover(case: Case, expected: Expected, got: Outcome, call: int = 1, scale: Optional[float] = None,
+def recover(case: Case, ref: Reference, got: Outcome, call: int = 1, scale: Optional[float] = None,
             input_dropout: bool = False, output_dropped: bool = False) -> Optional[Recovery]:
     """The legal masks that explain ``got`` (see the module docstring); ``None`` when the case is not
     :func:`recoverable`.
@@ -468,7 +468,7 @@ def recover(case: Case, expected: Expected, got: Outcome, call: int = 1, scale: 
     cfg = case.config
     p = float(cfg.dropout)
     scale = 1.0 / (1.0 - p) if scale is None else float(scale)
-    setup = _Setup.of(case, expected)
+    setup = _Setup.of(case, ref)
     setup.observe(got)
     dropped_layers = _dropped_layers(cfg, input_dropout)
     first_judged = dropped_layers.start
@@ -674,10 +674,10 @@ def mask_statistics(masks: Sequence[Sequence[np.ndarray]], p: float, alpha: floa
     problems = []
     for rule, (differ, pairs, drops) in counts.items():
         if independence_rejects(differ, pairs, drops, alpha):
-            expected = pairs - drops * (2 * pairs - drops) / (2 * pairs - 1)
+            agreeing = pairs - drops * (2 * pairs - drops) / (2 * pairs - 1)
             problems.append(Problem("values", (
                 f"over {calls} calls, dropout mask elements {_PAIRS[rule]} agree in {pairs - differ} of {pairs} "
-                f"pairs; independent draws with as many drops ({drops} of {2 * pairs}) agree in {expected:.0f} "
+                f"pairs; independent draws with as many drops ({drops} of {2 * pairs}) agree in {agreeing:.0f} "
                 f"on average (exact conditional test, false-alarm rate {alpha:g})"), tensor="dropout mask", rule=rule))
     known = sum(int((m >= 0).sum()) for m in flat)
     dropped = sum(int((m == DROPPED).sum()) for m in flat)
@@ -700,7 +700,7 @@ def statistics_case(dtype: str = "float32") -> Case:
     return Case(config, Call(seq_len=4, batch=3, training=True, seed=1), weight_seed=1)
 
 
-def separation(case: Case, expected: Expected) -> float:
+def separation(case: Case, ref: Reference) -> float:
     """How far apart torch's results under different legal masks are, in units of what the tolerance
     lets two masks share: above 1, at most one mask can explain any result, so recovery is unique.
     For cases with two layers (one dropped tensor)."""
@@ -708,7 +708,7 @@ def separation(case: Case, expected: Expected) -> float:
 
     if case.config.num_layers != 2 or not recoverable(case):
         raise ValueError("separation is measured on recoverable two-layer cases")
-    setup = _Setup.of(case, expected)
+    setup = _Setup.of(case, ref)
     below = _evaluate(setup, 0, {b: [_Path((), {})] for b in range(len(setup.lengths))}, False, 1.0)
     paths = {b: _survivors(v, np.ones(v.count, bool), False) for b, v in below.items()}
     lanes = _evaluate(setup, 1, paths, True, 1.0 / (1.0 - float(case.config.dropout)))

@@ -17,7 +17,7 @@ from .case import Case
 from .compare import Tolerance, case_scale, cell_magnitude, compare_values, held_in, tolerance
 from .dtypes import to_numpy
 from .outcome import Outcome
-from .reference import Expected
+from .reference import Reference
 from .verdict import Problem
 
 __all__ = ["compare_outcome", "judged", "mask_statistics", "call_modes", "mutations", "parameters", "after_switch",
@@ -35,10 +35,10 @@ def _changed(before: Any, after: Any) -> bool:
     return False
 
 
-def mutations(expected: Expected, args_before: tuple, params_before: dict, instance: Any) -> list[Problem]:
+def mutations(ref: Reference, args_before: tuple, params_before: dict, instance: Any) -> list[Problem]:
     problems = []
     names = [("input", "input"), ("hx", "hx (h0, c0)")][:len(args_before)]
-    for (tensor, name), before, after in zip(names, args_before, expected.args):
+    for (tensor, name), before, after in zip(names, args_before, ref.args):
         if _changed(before, after):
             problems.append(Problem("mutated", f"the call modified the caller's {name} in place", tensor=tensor))
     after_params = parameters(instance)
@@ -65,7 +65,7 @@ def _array_changed(before: np.ndarray, after: np.ndarray) -> bool:
     return before.shape != after.shape or not np.array_equal(before, after)
 
 
-def compare_outcome(case: Case, expected: Expected, got: Outcome, call: int = 1,
+def compare_outcome(case: Case, ref: Reference, got: Outcome, call: int = 1,
              recovered: Optional[list] = None) -> list[Problem]:
     """Structure, shapes, dtypes and values of one outcome against torch (``call``: which call).
 
@@ -73,16 +73,16 @@ def compare_outcome(case: Case, expected: Expected, got: Outcome, call: int = 1,
     reaches them), and the rest is judged by recovering the masks (:func:`conformance.dropout.recover`);
     the recovery is appended to ``recovered`` when it is given.
     """
-    ref = expected.reference
+    torch_out = ref.torch
     problems: list[Problem] = []
-    if ref.packed and not np.array_equal(np.asarray(got.batch_sizes), np.asarray(ref.batch_sizes)):
+    if torch_out.packed and not np.array_equal(np.asarray(got.batch_sizes), np.asarray(torch_out.batch_sizes)):
         problems.append(Problem("structure", f"packed output batch_sizes {np.asarray(got.batch_sizes).tolist()} "
-                                             f"!= torch's {np.asarray(ref.batch_sizes).tolist()}",
+                                             f"!= torch's {np.asarray(torch_out.batch_sizes).tolist()}",
                                 tensor="batch_sizes", call=call, rule="batch-sizes"))
         return problems
     comparable = {}
     for name, mine in got.parts().items():
-        theirs = ref.parts()[name]
+        theirs = torch_out.parts()[name]
         if mine.shape != theirs.shape:
             problems.append(Problem("shape", f"has shape {tuple(mine.shape)}; torch gives {tuple(theirs.shape)}",
                                     tensor=name, call=call))
@@ -100,12 +100,12 @@ def compare_outcome(case: Case, expected: Expected, got: Outcome, call: int = 1,
             continue  # a random dropout mask reaches the output: judged by recovering the masks, below
         else:
             sel, region = slice(0, directions), "layer 0"  # layer 0's states are computed before any dropout
-        theirs, truth, tol = judged(case, expected, name, sel)
+        theirs, truth, tol = judged(case, ref, name, sel)
         mismatch = compare_values(name, mine[sel], truth, tol, reference=theirs)
         if mismatch is not None:
             problems.append(Problem("values", mismatch=mismatch, tensor=name, call=call, region=region))
     if not case.deterministic and not problems:
-        recovery = dropout.recover(case, expected, got, call=call)
+        recovery = dropout.recover(case, ref, got, call=call)
         if recovery is not None:
             problems += recovery.problems
             if recovered is not None:
@@ -113,17 +113,17 @@ def compare_outcome(case: Case, expected: Expected, got: Outcome, call: int = 1,
     return problems
 
 
-def judged(case: Case, expected: Expected, name: str,
+def judged(case: Case, ref: Reference, name: str,
            sel: Any = slice(None)) -> tuple[np.ndarray, np.ndarray, Tolerance]:
     """What one result (``name``: output, h_n or c_n; ``sel`` of its rows) of a port is judged against:
     torch's result, the oracle as the case's dtype holds it, and the tolerance (:mod:`conformance.compare`)."""
     # a case beyond unit scale: its own scale and its sensitivity to rounding (conformance.compare)
-    perturbed = None if expected.perturbed is None else expected.perturbed.parts()[name][sel]
-    scale = 1.0 if perturbed is None else case_scale(expected)
-    cell = cell_magnitude([expected.args[1][1].detach().double() if len(expected.args) > 1 else None,
-                           expected.oracle.c_n])
-    theirs = expected.reference.parts()[name][sel]
-    truth = held_in(expected.oracle.parts()[name][sel], case.config.dtype)
+    perturbed = None if ref.perturbed is None else ref.perturbed.parts()[name][sel]
+    scale = 1.0 if perturbed is None else case_scale(ref)
+    cell = cell_magnitude([ref.args[1][1].detach().double() if len(ref.args) > 1 else None,
+                           ref.oracle.c_n])
+    theirs = ref.torch.parts()[name][sel]
+    truth = held_in(ref.oracle.parts()[name][sel], case.config.dtype)
     return theirs, truth, tolerance(case.config.dtype, theirs, truth, scale, perturbed, cell)
 
 
@@ -157,12 +157,12 @@ def statistics_asked(repeat: Any) -> bool:
     return isinstance(repeat, int) and not isinstance(repeat, bool)
 
 
-def mask_statistics(case: Case, expected: Expected, recovered: list, calls: int) -> list[Problem]:
+def mask_statistics(case: Case, ref: Reference, recovered: list, calls: int) -> list[Problem]:
     """The statistics of the masks recovered from ``calls`` calls in training mode on ``case``."""
     if case.deterministic or not case.call.training:
         return []
     if len(recovered) != calls or not all(r.complete for r in recovered):
         raise ValueError(f"the dropout statistics need every mask recovered, on a case small enough: {case!r}")
-    if dropout.separation(case, expected) <= 1.0:  # else a recovered mask could be one of several that fit
+    if dropout.separation(case, ref) <= 1.0:  # else a recovered mask could be one of several that fit
         raise ValueError(f"the dropout statistics need a case whose masks are told apart: {case!r}")
     return dropout.mask_statistics([r.masks for r in recovered], case.config.dropout)

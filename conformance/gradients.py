@@ -61,7 +61,7 @@ from .forward import compare_outcome
 from .compare import Tolerance, compare_values, gradient_scale, gradient_tolerance, held_in, within
 from .dtypes import eps, is_floating, to_numpy, to_torch
 from .outcome import StructureError, from_torch
-from .reference import Expected, beyond_unit_scale, copy_args, invoke, jiggler
+from .reference import Reference, beyond_unit_scale, copy_args, invoke, jiggler
 from .timing import timed
 from .verdict import Problem
 
@@ -689,10 +689,10 @@ def gradient_problems(candidate: Candidate, case: Case) -> tuple[list[Problem], 
             mine = _guarded("the forward call", lambda: _candidate_run(candidate, instance, mine_args, case))
             got = candidate.outcome(mine.raw, case.call.packed)
             ref_outcome = from_torch(reference.raw, case.call.packed)
-            expected = Expected(model, args, ref_outcome, from_torch(oracle.raw, case.call.packed), [],
+            ref = Reference(model, args, ref_outcome, from_torch(oracle.raw, case.call.packed), [],
                                 None if perturbed is None else from_torch(perturbed.raw, case.call.packed))
             recovered: list = []
-            problems += compare_outcome(case, expected, got, recovered=recovered)
+            problems += compare_outcome(case, ref, got, recovered=recovered)
             if not problems and candidate.kind == "drop-in":  # an adapter's results are arrays: no autograd
                 problems += _status(reference, mine)
             if not problems:

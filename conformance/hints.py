@@ -27,7 +27,7 @@ from .gradients import masked_oracle_gradients, through_time
 from .layout import sequence_lengths, state_rows, time_major
 from .localise import DIRECTIONS, Location, Run, run_torch
 from .outcome import Outcome
-from .reference import Expected
+from .reference import Reference
 from .verdict import Problem
 
 __all__ = ["Evidence", "GRADIENT_RECOGNISERS", "GradientEvidence", "Hint", "Recogniser", "RECOGNISERS", "recognise",
@@ -53,7 +53,7 @@ class Evidence:
     """Everything known about one failing case."""
 
     case: Case
-    expected: Expected
+    ref: Reference
     got: Optional[Outcome]
     problems: list[Problem]
     location: Optional[Location] = None
@@ -66,14 +66,14 @@ class Evidence:
 
     def state(self) -> dict:
         """The case's weights, as fresh tensors a variant may change."""
-        return {k: v.detach().clone() for k, v in self.expected.model.state_dict().items()}
+        return {k: v.detach().clone() for k, v in self.ref.model.state_dict().items()}
 
     def agrees(self, mine: np.ndarray, truth: np.ndarray, reference: Optional[np.ndarray] = None) -> bool:
         """``mine`` within the tolerance policy of ``truth`` (same shape required)."""
         if mine.shape != truth.shape:
             return False
         tol = tolerance(self.config.dtype, truth if reference is None else reference, truth,
-                        scale=case_scale(self.expected))
+                        scale=case_scale(self.ref))
         return bool(within(mine, truth, tol).all())
 
     def matches_torch(self, state: Optional[dict] = None, args: Optional[tuple] = None,
@@ -85,7 +85,7 @@ class Evidence:
         try:
             call = self.case.call
             _, reference, oracle = run_torch(config, self.state() if state is None else state,
-                                             self.expected.args if args is None else args,
+                                             self.ref.args if args is None else args,
                                              call.training, call.packed, call.arguments)
         except Exception:  # noqa: BLE001 - a variant torch rejects is simply not what the port does
             return False
@@ -98,20 +98,20 @@ class Evidence:
             return False
         call = self.case.call
         try:
-            instance = self.candidate.build(self.config, self.expected.model.state_dict())
+            instance = self.candidate.build(self.config, self.ref.model.state_dict())
             got = self.candidate.run(instance, args, call.training, call.packed, form)
         except Exception:  # noqa: BLE001 - it raised again, or returned something malformed: not the difference
             return False
-        ref, oracle = self.expected.reference.parts(), self.expected.oracle.parts()
+        ref, oracle = self.ref.torch.parts(), self.ref.oracle.parts()
         return all(self.agrees(got.parts()[k], oracle[k], ref[k]) for k in oracle)
 
     def part_agrees(self, name: str) -> bool:
         if self.got is None:
             return False
-        return self.agrees(self.got.parts()[name], self.expected.oracle.parts()[name], self.expected.reference.parts()[name])
+        return self.agrees(self.got.parts()[name], self.ref.oracle.parts()[name], self.ref.torch.parts()[name])
 
     def hx(self) -> Optional[tuple]:
-        return self.expected.args[1] if len(self.expected.args) > 1 else None
+        return self.ref.args[1] if len(self.ref.args) > 1 else None
 
 
 @dataclass(frozen=True)
@@ -225,7 +225,7 @@ def _dropout_scale(ev: Evidence) -> Optional[str]:
     for factor, what in ((1.0, "not scaled"), (1.0 / p, "scaled by 1/p"), (1.0 - p, "multiplied by 1-p")):
         if abs(factor * (1.0 - p) - 1.0) < 1e-9:  # the same as torch's 1/(1-p) (p = 0.5 for 1/p)
             continue
-        found = recover(ev.case, ev.expected, ev.got, scale=factor)
+        found = recover(ev.case, ev.ref, ev.got, scale=factor)
         if found is not None and not found.problems:
             return (f"the result is explained by legal masks whose kept elements are {what} (x {factor:.4g}); torch "
                     f"scales them by 1/(1-p) = {1.0 / (1.0 - p):.4g}")
@@ -238,19 +238,19 @@ def _dropout_place(ev: Evidence) -> Optional[str]:
     cfg, call = ev.config, ev.case.call
     if ev.got is None or not call.training or cfg.dropout <= 0 or not any(p.kind == "values" for p in ev.problems):
         return None
-    x = ev.expected.args[0]
+    x = ev.ref.args[0]
     if cfg.dropout == 1.0:
         zero = x._replace(data=torch.zeros_like(x.data)) if hasattr(x, "batch_sizes") else torch.zeros_like(x)
-        if ev.matches_torch(args=(zero, *ev.expected.args[1:])):
+        if ev.matches_torch(args=(zero, *ev.ref.args[1:])):
             return ("with dropout=1.0 the candidate matches torch on an all-zero input: the input of layer 0 is "
                     "dropped too; torch drops only the outputs passed between layers")
         return None
-    found = recover(ev.case, ev.expected, ev.got, input_dropout=True)
+    found = recover(ev.case, ev.ref, ev.got, input_dropout=True)
     if found is not None and not found.problems:
         return ("the result is explained by legal masks on the input of layer 0 as well as between layers: torch "
                 "never drops the input (nor anything but the outputs passed between layers)")
     if any(p.rule == "no-legal-dropout-mask" for p in ev.problems):
-        found = recover(ev.case, ev.expected, ev.got, output_dropped=True)
+        found = recover(ev.case, ev.ref, ev.got, output_dropped=True)
         if found is not None and not found.problems:
             return ("the result is explained by legal masks between layers and on the last layer's output: torch "
                     "never drops the final output")
@@ -263,7 +263,7 @@ def _dropout_on_output(ev: Evidence) -> Optional[str]:
         return None
     if not (ev.part_agrees("h_n") and ev.part_agrees("c_n")):
         return None
-    got, truth = ev.got.output, ev.expected.oracle.output
+    got, truth = ev.got.output, ev.ref.oracle.output
     zeros = got == 0
     kept_ok = cfg.dropout >= 1 or ev.agrees(np.where(zeros, 0, got * (1 - cfg.dropout)), np.where(zeros, 0, truth))
     if zeros.any() and kept_ok:
@@ -277,7 +277,7 @@ def _views(ev: Evidence) -> list[tuple[int, str, str]]:
     the packed data), 10 and 11 for hx's h0 and c0."""
     call = ev.case.call
     views = [(0, "the packed data" if call.packed else "the input", call.layout)] if call.layout != "contiguous" else []
-    if call.with_hx and call.state_layout != "contiguous" and len(ev.expected.args) > 1:
+    if call.with_hx and call.state_layout != "contiguous" and len(ev.ref.args) > 1:
         views += [(10, "h0", call.state_layout), (11, "c0", call.state_layout)]
     return views
 
@@ -359,14 +359,14 @@ def _noncontiguous_input(ev: Evidence) -> Optional[str]:
     for names, positions, layouts in _view_groups(ev):
         for how, reading in _READINGS:
             try:
-                misread = _replaced(ev.expected.args, _misread(reading), positions)
+                misread = _replaced(ev.ref.args, _misread(reading), positions)
             except RuntimeError:  # that reading runs past the storage: not what a port can have read
                 continue
             if ev.matches_torch(args=misread):
                 return (f"the candidate matches torch given {names} ({layouts}) read {how}: honour the view's strides "
                         "and storage offset (data_ptr(), stride()), or call .contiguous() first")
     for names, positions, layouts in _view_groups(ev):
-        if ev.got is not None and ev.candidate_matches(_replaced(ev.expected.args, _contiguous_copy, positions),
+        if ev.got is not None and ev.candidate_matches(_replaced(ev.ref.args, _contiguous_copy, positions),
                                                        ev.case.call.arguments):
             return (f"the candidate's result depends on the memory layout of {names} ({layouts}): given contiguous "
                     "copies of the same values it matches torch")
@@ -377,7 +377,7 @@ def _layout_rejected(ev: Evidence) -> Optional[str]:
     if not any(p.kind == "raised" for p in ev.problems):
         return None
     for names, positions, layouts in _view_groups(ev):
-        if ev.candidate_matches(_replaced(ev.expected.args, _contiguous_copy, positions), ev.case.call.arguments):
+        if ev.candidate_matches(_replaced(ev.ref.args, _contiguous_copy, positions), ev.case.call.arguments):
             return (f"the candidate raised on a valid call whose {names} {'is a' if ' and ' not in names else 'are'} "
                     f"{layouts} view{'' if ' and ' not in names else 's'}; given contiguous copies of the same values "
                     "it matches torch: it assumes contiguous memory (.view() where .reshape() is needed?)")
@@ -385,7 +385,7 @@ def _layout_rejected(ev: Evidence) -> Optional[str]:
 
 
 def _argument_form(ev: Evidence) -> Optional[str]:
-    call, args = ev.case.call, ev.expected.args
+    call, args = ev.case.call, ev.ref.args
     failed = "raised" if any(p.kind == "raised" for p in ev.problems) else "differs from torch"
     positional = (args[0], tuple(args[1])) if len(args) > 1 else tuple(args)
     if call.arguments == "positional" or not ev.candidate_matches(positional):
@@ -401,14 +401,14 @@ def _argument_form(ev: Evidence) -> Optional[str]:
 
 
 def _squeezed(ev: Evidence) -> Optional[str]:
-    x = ev.expected.args[0]
+    x = ev.ref.args[0]
     message = _raised_message(ev)
     if message and re.search(r"\b[0-4]-?D\b|dimension", message) and 1 in tuple(getattr(x, "shape", ())):
         return (f"the port rejects a valid input of shape {tuple(x.shape)} as having the wrong rank: a dimension "
                 "of size 1 was squeezed away (input.squeeze() reads batch 1, seq_len 1 or input_size 1 wrongly)")
     if ev.got is None:
         return None
-    theirs = ev.expected.reference.output.shape
+    theirs = ev.ref.torch.output.shape
     if ev.got.output.shape != theirs and ev.got.output.shape == tuple(d for d in theirs if d != 1):
         return (f"output has shape {ev.got.output.shape}, torch's {theirs}: a dimension of size 1 was squeezed "
                 "away (input.squeeze() reads batch 1, seq_len 1 or input_size 1 as unbatched input)")
@@ -426,7 +426,7 @@ def _unbatched_as_batched(ev: Evidence) -> Optional[str]:
 def _states_swapped(ev: Evidence) -> Optional[str]:
     if ev.got is None or ev.config.proj_size or not ev.part_agrees("output"):
         return None
-    o = ev.expected.oracle
+    o = ev.ref.oracle
     if ev.agrees(ev.got.h_n, o.c_n) and ev.agrees(ev.got.c_n, o.h_n) and not ev.part_agrees("h_n"):
         return "the returned h_n holds torch's c_n and the returned c_n holds torch's h_n"
     return None
@@ -435,7 +435,7 @@ def _states_swapped(ev: Evidence) -> Optional[str]:
 def _states_batch_first(ev: Evidence) -> Optional[str]:
     if ev.got is None or ev.case.call.unbatched or not ev.config.batch_first:
         return None
-    o = ev.expected.oracle
+    o = ev.ref.oracle
     if all(ev.agrees(ev.got.parts()[k].swapaxes(0, 1), o.parts()[k]) for k in ("h_n", "c_n")):
         return (f"h_n/c_n have shape {ev.got.h_n.shape}: torch's states are (num_layers * num_directions, batch, "
                 "features) whatever batch_first says")
@@ -447,7 +447,7 @@ def _projection_on_c(ev: Evidence) -> Optional[str]:
     if ev.got is None or not cfg.proj_size or not (ev.part_agrees("output") and ev.part_agrees("h_n")):
         return None
     state = ev.state()
-    c = state_rows(ev.expected.oracle.c_n, ev.case)
+    c = state_rows(ev.ref.oracle.c_n, ev.case)
     projected = np.stack([c[r] @ state[_name("weight_hr", r, cfg)].double().numpy().T for r in range(c.shape[0])])
     if ev.agrees(state_rows(ev.got.c_n, ev.case), projected):
         return f"c_n has {cfg.proj_size} features (proj_size): torch projects h only, c_n keeps hidden_size features"
@@ -458,7 +458,7 @@ def _float32_inside(ev: Evidence) -> Optional[str]:
     if ev.got is None or ev.config.dtype != "float64":
         return None
     parts = ev.got.parts()
-    oracle = ev.expected.oracle.parts()
+    oracle = ev.ref.oracle.parts()
     tol = Tolerance(floor("float32") * value_scale(oracle.values()), floor("float32"), 0.0)
     if all(parts[k].shape == oracle[k].shape and within(parts[k], oracle[k], tol).all() for k in parts):
         worst = max((float(np.max(np.abs(parts[k] - oracle[k]), initial=0.0)) for k in parts), default=0.0)
@@ -470,7 +470,7 @@ def _bfloat16_inside(ev: Evidence) -> Optional[str]:
     """A float16 model whose every element agrees with the oracle to bfloat16's precision, not to float16's."""
     if ev.got is None or ev.config.dtype != "float16":
         return None
-    parts, oracle = ev.got.parts(), ev.expected.oracle.parts()
+    parts, oracle = ev.got.parts(), ev.ref.oracle.parts()
     tol = Tolerance(floor("bfloat16") * value_scale(oracle.values()), floor("bfloat16"), 0.0)
     if all(parts[k].shape == oracle[k].shape and within(parts[k], oracle[k], tol).all() for k in parts):
         worst = max((float(np.max(np.abs(parts[k] - oracle[k]), initial=0.0)) for k in parts), default=0.0)
@@ -485,12 +485,12 @@ def _float16_range(ev: Evidence) -> Optional[str]:
 
     if ev.got is None or ev.config.dtype != "bfloat16":
         return None
-    parts, oracle = ev.got.parts(), ev.expected.oracle.parts()
+    parts, oracle = ev.got.parts(), ev.ref.oracle.parts()
     new = {k: ~np.isfinite(parts[k]) & np.isfinite(oracle[k]) for k in parts if parts[k].shape == oracle[k].shape}
     if not any(mask.any() for mask in new.values()):
         return None
     state = {k: v.to(torch.float16) for k, v in ev.state().items()}
-    args = _converted(ev.expected.args, torch.float16)
+    args = _converted(ev.ref.args, torch.float16)
     try:
         _, narrow, _ = run_torch(replace(ev.config, dtype="float16"), state, args, ev.case.call.training,
                                  ev.case.call.packed, ev.case.call.arguments)
@@ -535,7 +535,7 @@ def _input_arrays(ev: Evidence) -> list[np.ndarray]:
     import torch
 
     arrays = []
-    for value in (ev.expected.args[0], *(ev.hx() or ())):
+    for value in (ev.ref.args[0], *(ev.hx() or ())):
         value = getattr(value, "data", value) if not isinstance(value, torch.Tensor) else value
         if isinstance(value, torch.Tensor):
             arrays.append(value.detach().double().numpy())
@@ -555,7 +555,7 @@ def _first(mask: np.ndarray) -> str:
 def _nan_not_propagated(ev: Evidence) -> Optional[str]:
     if ev.got is None or not any(np.isnan(a).any() for a in _input_arrays(ev)):
         return None
-    for name, truth in ev.expected.oracle.parts().items():
+    for name, truth in ev.ref.oracle.parts().items():
         mine = ev.got.parts()[name]
         lost = np.isnan(truth) & np.isfinite(mine) if mine.shape == truth.shape else np.zeros(0, bool)
         if lost.any():
@@ -571,7 +571,7 @@ def _overflow(ev: Evidence) -> Optional[str]:
     largest = _largest_input(ev)
     if largest < 10 and ev.case.weight_scale <= 1:
         return None
-    for name, truth in ev.expected.oracle.parts().items():
+    for name, truth in ev.ref.oracle.parts().items():
         mine = ev.got.parts()[name]
         new = ~np.isfinite(mine) & np.isfinite(truth) if mine.shape == truth.shape else np.zeros(0, bool)
         if new.any():
@@ -587,14 +587,14 @@ def _values_clipped(ev: Evidence) -> Optional[str]:
     if ev.got is None:
         return None
     for name in ("c_n", "h_n", "output"):
-        mine, truth = ev.got.parts()[name], ev.expected.oracle.parts()[name]
+        mine, truth = ev.got.parts()[name], ev.ref.oracle.parts()[name]
         if mine.shape != truth.shape or not mine.size or ev.part_agrees(name) or not np.isfinite(mine).all():
             continue
         bound = float(np.abs(mine).max())
         attained = np.isclose(np.abs(mine), bound, rtol=1e-6, atol=0)
         beyond = np.abs(truth) > bound * (1 + 1e-3)
-        bad = ~within(mine, truth, tolerance(ev.config.dtype, ev.expected.reference.parts()[name], truth,
-                                             value_scale(ev.expected.oracle.parts().values())))
+        bad = ~within(mine, truth, tolerance(ev.config.dtype, ev.ref.torch.parts()[name], truth,
+                                             value_scale(ev.ref.oracle.parts().values())))
         clipped = attained & beyond & bad
         # clipping leaves several elements at exactly the same magnitude, past which torch goes on, or
         # one at a round bound (8.0, 10.0, 0.5): an exact round number is no accident of arithmetic
@@ -614,7 +614,7 @@ def _values_clipped(ev: Evidence) -> Optional[str]:
 def _tiny_inputs_flushed(ev: Evidence) -> Optional[str]:
     import torch
 
-    x = ev.expected.args[0]
+    x = ev.ref.args[0]
     data = getattr(x, "data", x) if not isinstance(x, torch.Tensor) else x
     if not isinstance(data, torch.Tensor) or not data.numel():
         return None
@@ -628,7 +628,7 @@ def _tiny_inputs_flushed(ev: Evidence) -> Optional[str]:
         tried = count
         flushed = torch.where(mask, torch.zeros_like(data), data.detach())
         new_x = x._replace(data=flushed) if not isinstance(x, torch.Tensor) else flushed
-        if ev.matches_torch(args=(new_x, *ev.expected.args[1:])):
+        if ev.matches_torch(args=(new_x, *ev.ref.args[1:])):
             return (f"the candidate matches torch with the {count} input elements below {threshold:.3g} in magnitude "
                     "set to zero: tiny inputs are flushed to zero (a threshold, or flush-to-zero arithmetic)")
     return None
@@ -677,7 +677,7 @@ def _zero_steps_skipped(ev: Evidence) -> Optional[str]:
     loc = ev.location
     if loc is None or loc.time_step is None or loc.layer is None:
         return None
-    x = ev.expected.args[0]
+    x = ev.ref.args[0]
     if isinstance(x, PackedSequence):
         steps = pad_packed_sequence(x)[0]  # (T, N, F) in the caller's batch order
     elif isinstance(x, torch.Tensor):
@@ -743,7 +743,7 @@ def _hx_swapped(ev: Evidence) -> Optional[str]:
     hx = ev.hx()
     if hx is None or ev.config.proj_size:
         return None
-    if ev.matches_torch(args=(ev.expected.args[0], (hx[1], hx[0]))):
+    if ev.matches_torch(args=(ev.ref.args[0], (hx[1], hx[0]))):
         return "the candidate matches torch given (c0, h0) for (h0, c0)"
     return None
 
@@ -752,20 +752,20 @@ def _c0_ignored(ev: Evidence) -> Optional[str]:
     import torch
 
     hx = ev.hx()
-    if hx is None or not ev.matches_torch(args=(ev.expected.args[0], (hx[0], torch.zeros_like(hx[1])))):
+    if hx is None or not ev.matches_torch(args=(ev.ref.args[0], (hx[0], torch.zeros_like(hx[1])))):
         return None
     return "the candidate matches torch with c0 set to zeros"
 
 
 def _c0_from_h0(ev: Evidence) -> Optional[str]:
     hx = ev.hx()
-    if hx is None or ev.config.proj_size or not ev.matches_torch(args=(ev.expected.args[0], (hx[0], hx[0]))):
+    if hx is None or ev.config.proj_size or not ev.matches_torch(args=(ev.ref.args[0], (hx[0], hx[0]))):
         return None
     return "the candidate matches torch given h0 for c0 as well"
 
 
 def _hx_not_permuted(ev: Evidence) -> Optional[str]:
-    x, hx = ev.expected.args[0], ev.hx()
+    x, hx = ev.ref.args[0], ev.hx()
     if hx is None or getattr(x, "unsorted_indices", None) is None:
         return None
     order = x.unsorted_indices
@@ -838,10 +838,10 @@ def _packed_state_not_held(ev: Evidence) -> Optional[str]:
     lengths = np.asarray(ev.case.call.lengths)
     differing: set[int] = set()
     for name in ("h_n", "c_n"):
-        mine, truth = ev.got.parts()[name], ev.expected.oracle.parts()[name]
+        mine, truth = ev.got.parts()[name], ev.ref.oracle.parts()[name]
         if mine.shape != truth.shape:
             return None
-        bad = ~within(mine, truth, tolerance(ev.config.dtype, ev.expected.reference.parts()[name], truth))
+        bad = ~within(mine, truth, tolerance(ev.config.dtype, ev.ref.torch.parts()[name], truth))
         differing |= set(np.nonzero(state_rows(bad, ev.case).any(axis=(0, 2)))[0].tolist())
     shorter = {b for b, n in enumerate(lengths) if n < lengths.max()}
     if differing and differing <= shorter:
@@ -866,7 +866,7 @@ def _matching(mine: np.ndarray, truth: np.ndarray, ev: Evidence, axis: int) -> O
 def _state_rows_permuted(ev: Evidence) -> Optional[str]:
     if ev.got is None or not ev.part_agrees("output") or ev.part_agrees("h_n"):
         return None
-    mine, truth = state_rows(ev.got.h_n, ev.case), state_rows(ev.expected.oracle.h_n, ev.case)
+    mine, truth = state_rows(ev.got.h_n, ev.case), state_rows(ev.ref.oracle.h_n, ev.case)
     if mine.shape != truth.shape:
         return None
     cfg = ev.config
@@ -958,7 +958,7 @@ def _projected_features_from(ev: Evidence) -> Optional[str]:
 
 def _kernel_rows(ev: Evidence, rows: np.ndarray) -> np.ndarray:
     """Batch rows in the caller's order as the kernel sees them: sorted by length for packed input."""
-    order = getattr(ev.expected.args[0], "unsorted_indices", None)
+    order = getattr(ev.ref.args[0], "unsorted_indices", None)
     return rows if order is None else order.numpy()[rows]
 
 
@@ -970,11 +970,11 @@ def _batch_rows_from(ev: Evidence) -> Optional[str]:
     differing: set[int] = set()
     batch = 0
     for name in ("output", "h_n", "c_n"):
-        mine, truth = ev.got.parts()[name], ev.expected.oracle.parts()[name]
+        mine, truth = ev.got.parts()[name], ev.ref.oracle.parts()[name]
         if mine.shape != truth.shape:
             return None
-        bad = ~within(mine, truth, tolerance(ev.config.dtype, ev.expected.reference.parts()[name], truth,
-                                             value_scale(ev.expected.oracle.parts().values())))
+        bad = ~within(mine, truth, tolerance(ev.config.dtype, ev.ref.torch.parts()[name], truth,
+                                             value_scale(ev.ref.oracle.parts().values())))
         rows = (time_major(bad, ev.config, ev.case) if name == "output" else state_rows(bad, ev.case)).any(axis=(0, 2))
         batch = rows.shape[0]
         differing |= set(_kernel_rows(ev, np.nonzero(rows)[0]).tolist())

@@ -31,7 +31,7 @@ from .case import Case
 from .layout import sequence_lengths, state_rows, time_major
 from .compare import tolerance, value_scale, within
 from .outcome import Outcome
-from .reference import Expected, evaluate
+from .reference import Reference, evaluate
 
 __all__ = ["Location", "Piece", "Run", "localise", "run_torch"]
 
@@ -230,13 +230,13 @@ def _first_departure(run: Run, case: Case) -> dict:
     return dict(found, tensor="output")
 
 
-def localise(candidate: Candidate, case: Case, expected: Expected, got: Outcome) -> tuple[Optional[Location], Optional[Run]]:
+def localise(candidate: Candidate, case: Case, ref: Reference, got: Outcome) -> tuple[Optional[Location], Optional[Run]]:
     """Run the pieces; return the location and the run it was read from (the departing prefix)."""
     if not case.deterministic or (case.call.training and case.config.dropout > 0 and case.config.num_layers > 1):
         return None, None
     config = case.config
-    state = {k: v.detach() for k, v in expected.model.state_dict().items()}
-    args = expected.args
+    state = {k: v.detach() for k, v in ref.model.state_dict().items()}
+    args = ref.args
     x = args[0]
     d_count = config.num_directions
     pieces: list[Piece] = []
@@ -254,8 +254,8 @@ def localise(candidate: Candidate, case: Case, expected: Expected, got: Outcome)
             break
         below = run.raw
     if focus is None:
-        full = Run(config, expected.reference, expected.oracle, got=got)
-        full.bad = _masks(got, expected.reference, expected.oracle, config.dtype)
+        full = Run(config, ref.torch, ref.oracle, got=got)
+        full.bad = _masks(got, ref.torch, ref.oracle, config.dtype)
         focus = full
     layer = departing
     one = replace(config, num_layers=1, dropout=0.0,

@@ -18,18 +18,18 @@ from .compare import perturbation
 from .outcome import Outcome, from_torch
 from .timing import timed  # lstm-conformance bench times the forward calls only
 
-__all__ = ["Expected", "beyond_unit_scale", "copy_args", "evaluate", "expected_for", "invoke", "jiggler",
+__all__ = ["Reference", "beyond_unit_scale", "copy_args", "evaluate", "invoke", "jiggler", "reference_for",
            "perturbed_evaluation", "to_float64"]
 
 
 @dataclass
-class Expected:
-    """What torch does with a case: the module, the call's arguments (positional: see ``Case.build``),
-    its result and the oracle."""
+class Reference:
+    """What a case is judged against: torch's module, the call's arguments (positional: see ``Case.build``),
+    torch's result and the oracle's."""
 
     model: Any
     args: tuple
-    reference: Outcome
+    torch: Outcome
     oracle: Outcome
     warnings: list  # raised while constructing the module (nn.LSTM warns about dropout with one layer)
     perturbed: Optional[Outcome] = None  # the oracle with every input and weight moved by rounding's size
@@ -109,13 +109,13 @@ def evaluate(model: Any, args: tuple, packed: bool, dtype: str,
     return raw, reference, oracle
 
 
-def expected_for(case: Case) -> Expected:
+def reference_for(case: Case) -> Reference:
     """Build the case, run torch on it, and run the float64 oracle when the case is float32."""
     caught: list = []
     model, args = case.build(warnings_out=caught)
     _, reference, oracle = evaluate(model, args, case.call.packed, case.config.dtype, case.call.arguments)
     perturbed = perturbed_evaluation(model, args, case) if beyond_unit_scale(case) else None
-    return Expected(model, args, reference, oracle, caught, perturbed)
+    return Reference(model, args, reference, oracle, caught, perturbed)
 
 
 def beyond_unit_scale(case: Case) -> bool:

@@ -42,7 +42,7 @@ from conformance.forward import judged
 from conformance.compare import within
 from conformance.checks import check_gradients
 from conformance.gradients import unsupported_reason
-from conformance.reference import expected_for
+from conformance.reference import reference_for
 from conformance.registry import resolve
 from conformance.strategies import VALUE_KINDS, cases
 from conformance.verdict import ConformanceFailure
@@ -59,12 +59,12 @@ def margin(actual: np.ndarray, oracle: np.ndarray, reference: np.ndarray, tol: A
 
 
 def reference(case: Any, native: bool) -> Any:
-    """torch's result and the oracle on a case (``conformance.reference.Expected``), with torch on its native
+    """torch's result and the oracle on a case (``conformance.reference.Reference``), with torch on its native
     kernels where ``native`` says so."""
     import torch
 
     with torch.backends.mkldnn.flags(enabled=False) if native else contextlib.nullcontext():
-        return expected_for(case)
+        return reference_for(case)
 
 
 def torch_error(case: Any, expected: Any) -> float:

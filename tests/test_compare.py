@@ -165,15 +165,15 @@ def test_where_a_few_elements_carry_the_rounding_the_policy_measures_it(case: Ca
     """torch's own error there is one random draw; how far the oracle moves on data moved by rounding's
     size is not, and a correct port (and torch itself, as a candidate) passes."""
     from conformance.checks import check_forward
-    from conformance.reference import expected_for
+    from conformance.reference import reference_for
     from conformance.registry import resolve
 
     for port in ("numpy", "torch", "tests.ports.scratch_lstm:ScratchLSTM"):
         check_forward(resolve(port), case)
-    expected = expected_for(case)
-    assert expected.perturbed is not None and expected_for(case.replace(x_values=Values())).perturbed is None
+    expected = reference_for(case)
+    assert expected.perturbed is not None and reference_for(case.replace(x_values=Values())).perturbed is None
     parts = expected.oracle.parts().items()
-    reference, perturbed = expected.reference.parts(), expected.perturbed.parts()
+    reference, perturbed = expected.torch.parts(), expected.perturbed.parts()
     sensitivity = [tolerance("float32", reference[name], truth, perturbed=perturbed[name]) for name, truth in parts]
     assert any(tol.sensitivity > tol.torch_error for tol in sensitivity)
 
@@ -190,11 +190,11 @@ def test_the_sensitivity_widens_atol_like_torchs_own_error() -> None:
 def test_torch_and_its_oracle_put_nan_and_inf_at_the_same_positions(case: Case) -> None:
     """What the policy relies on: on every generated case with special values, torch's float32 result
     and its float64 evaluation agree on which elements are NaN, inf and -inf."""
-    from conformance.reference import expected_for
+    from conformance.reference import reference_for
 
-    expected = expected_for(case)
+    expected = reference_for(case)
     for name, truth in expected.oracle.parts().items():
-        mine = expected.reference.parts()[name].astype(np.float64)
+        mine = expected.torch.parts()[name].astype(np.float64)
         for special in (np.isnan, np.isposinf, np.isneginf):
             assert np.array_equal(special(mine), special(truth)), (name, special.__name__)
 
@@ -204,13 +204,13 @@ def test_a_result_made_tiny_by_saturated_gates_is_judged_at_unit_scale() -> None
     not.  A port computing sigmoid to absolute float precision (0.5 + 0.5 * tanh(x / 2)) passes."""
     from conformance.checks import check_forward
     from conformance.compare import case_scale, within
-    from conformance.reference import expected_for
+    from conformance.reference import reference_for
     from conformance.registry import resolve
 
     case = Case(LSTMConfig(2, 1), Call(1, x_values=Values(scale=100.0)))
     port = resolve("tests.ports.broken_values:HalfTanhSigmoid")
     check_forward(port, case)
-    expected = expected_for(case)
+    expected = reference_for(case)
     assert case_scale(expected) == 1.0 and value_scale(expected.oracle.parts().values()) < 1e-6
     got = port.run(port.build(case.config, expected.model.state_dict()), expected.args, False, False).c_n
     truth = expected.oracle.c_n  # held to its own tiny size, the port's c_n would fail
@@ -229,12 +229,12 @@ def test_a_large_cell_state_multiplies_the_gates_absolute_error() -> None:
 def test_nan_goes_through_a_layer_dropped_entirely(port: str) -> None:
     """dropout=1.0 in training multiplies layer 0's output by a zero mask: torch's NaN stays NaN."""
     from conformance.checks import check_forward
-    from conformance.reference import expected_for
+    from conformance.reference import reference_for
     from conformance.registry import resolve
 
     case = Case(LSTMConfig(1, 1, num_layers=2, dropout=1.0), Call(1, training=True,
                                                                     x_values=Values(special=(((0, 0, 0), "nan"),))))
-    assert np.isnan(expected_for(case).oracle.output).all()
+    assert np.isnan(reference_for(case).oracle.output).all()
     check_forward(resolve(port), case)
 
 

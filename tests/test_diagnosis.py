@@ -205,13 +205,13 @@ def test_no_hint_for_a_difference_without_a_pattern() -> None:
     """A port whose every value is off by a little: no recogniser may claim to know why."""
     import numpy as np
 
-    from conformance.reference import expected_for
+    from conformance.reference import reference_for
 
     case = Case(C(3, 4, num_layers=2, bidirectional=True), Call(5, 2, with_hx=True))
-    expected = expected_for(case)
+    expected = reference_for(case)
     rng = np.random.default_rng(0)
-    noisy = type(expected.reference)(*(part + rng.normal(0, 1e-3, part.shape).astype(part.dtype)
-                                       for part in expected.reference.parts().values()))
+    noisy = type(expected.torch)(*(part + rng.normal(0, 1e-3, part.shape).astype(part.dtype)
+                                       for part in expected.torch.parts().values()))
     from conformance.verdict import Problem
 
     evidence = Evidence(case, expected, noisy, [Problem("values", "output: ...")])
@@ -249,9 +249,9 @@ def test_a_failing_recogniser_is_skipped_not_fatal() -> None:
     def broken(evidence: Evidence) -> str:
         raise ZeroDivisionError
 
-    from conformance.reference import expected_for
+    from conformance.reference import reference_for
 
-    evidence = Evidence(case, expected_for(case), None, failure.problems)
+    evidence = Evidence(case, reference_for(case), None, failure.problems)
     table = (Recogniser("broken", "never", broken), Recogniser("always", "always", lambda ev: "yes", any_case=True))
     assert recognise(evidence, table).name == "always"
 

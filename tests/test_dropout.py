@@ -15,7 +15,7 @@ from conformance.case import Call, Case
 from conformance.checks import check_forward
 from conformance.dropout import DROPPED, KEPT, PADDING, UNKNOWN, recover
 from conformance.outcome import from_torch
-from conformance.reference import expected_for
+from conformance.reference import reference_for
 from conformance.registry import resolve
 from conformance.verdict import ConformanceFailure
 from tests.ports.scratch_lstm import ScratchLSTM
@@ -60,7 +60,7 @@ class OneElementOff(ScratchLSTM):
 
 
 def _run(port: type, case: Case):
-    expected = expected_for(case)
+    expected = reference_for(case)
     candidate = resolve(f"{port.__module__}:{port.__qualname__}")
     instance = candidate.build(case.config, expected.model.state_dict())
     return instance, expected, candidate.run(instance, expected.args, True, case.call.packed)
@@ -130,7 +130,7 @@ def test_a_batch_first_mismatch_is_named_in_the_returned_layout() -> None:
             output[1, -1, 0] += 0.25  # batch element 1, last step
             return output, hx
 
-    expected = expected_for(case)
+    expected = reference_for(case)
     instance = BatchFirstOff(**case.config.torch_kwargs())
     instance.load_state_dict(expected.model.state_dict())
     got = from_torch(instance.train()(*expected.args), False)
@@ -141,7 +141,7 @@ def test_a_batch_first_mismatch_is_named_in_the_returned_layout() -> None:
 def test_masks_that_lead_to_the_same_result_are_unknown_not_guessed() -> None:
     """Layer 0 with zero weights outputs zeros: every mask of it explains the result equally well."""
     case = CASES[0]
-    expected = expected_for(case)
+    expected = reference_for(case)
     with torch.no_grad():
         for name, value in expected.model.named_parameters():
             if name.endswith("_l0"):
@@ -245,7 +245,7 @@ def test_unknown_and_padding_elements_are_left_out() -> None:
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_the_statistics_case_recovers_every_mask_uniquely(dtype: str) -> None:
     case = dropout.statistics_case(dtype)
-    assert dropout.separation(case, expected_for(case)) > 10
+    assert dropout.separation(case, reference_for(case)) > 10
 
 
 def test_the_statistics_check_passes_torch_and_flags_a_reused_mask() -> None:
