@@ -18,7 +18,8 @@ from conformance.isolation import Worker
 from conformance.errors import UNSTABLE_PACKED_FAULTS, may_corrupt_heap, prepare, record_candidate, record_reference
 from conformance.registry import resolve
 from conformance.reference import copy_args
-from conformance.strategies import PACKED_CALL_FAULTS, PACKED_STRUCTURE_FAULTS, bad_call_cases, bad_constructor_cases
+from conformance.bad_calls import (PACKED_CALL_FAULTS, PACKED_STRUCTURE_FAULTS, bad_call_cases, bad_constructor_cases,
+                                   fault_ids)
 
 #: Packed calls whose states torch's C++ code indexes out of bounds: layer counts of h0 and c0 that
 #: differ (pytorch/pytorch#173946), a batch other than the input's (measured: ``free(): invalid next
@@ -41,14 +42,14 @@ def test_the_table_names_real_faults() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", PACKED_CALL_FAULTS)
+@pytest.mark.parametrize("fault", PACKED_CALL_FAULTS, ids=fault_ids(PACKED_CALL_FAULTS))
 def test_only_packed_calls_with_malformed_states_fork(fault: str) -> None:
     assert may_corrupt_heap(prepare(_example(fault, packed=True))) is (fault in FORKED)
     assert not may_corrupt_heap(prepare(_example(fault, packed=False)))  # torch's Python checks come first
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", list(PACKED_STRUCTURE_FAULTS))
+@pytest.mark.parametrize("fault", list(PACKED_STRUCTURE_FAULTS), ids=fault_ids(PACKED_STRUCTURE_FAULTS))
 def test_hand_built_packed_structures_fork_only_with_hx_of_another_batch(fault: str) -> None:
     """The kernel slices a hand-built structure's rows and states with checks; hx of another batch than
     ``batch_sizes[0]`` is what writes out of bounds, as for the hx faults."""
