@@ -20,7 +20,7 @@ from typing import Any, Iterable, Optional
 
 from hypothesis import strategies as st
 
-from .adapters import Capabilities
+from .adapters import FEATURES, Capabilities
 from .arrays import LSTMConfig
 from .case import ARGUMENT_FORMS, LAYOUTS, PACKINGS, SPECIALS, STATE_LAYOUTS, Call, Case, Values
 from .dtypes import DTYPES, HALF
@@ -519,13 +519,17 @@ def cases(
     return Case(config, call, weight_seed=draw(seeds()), weight_scale=scale)
 
 
-#: Focused tests: each makes one feature or rare axis value appear in every example.
-#: A focus whose features the port does not declare is skipped with the reason.
+#: The features of :data:`~conformance.adapters.FEATURES` whose foci are not the plain "required in every
+#: example" one: dropout's need training mode and a rate (the ``train_*`` foci below).
+OWN_FOCI_FEATURES = frozenset({"dropout"})
+
+#: Focused tests: each makes one feature or rare axis value appear in every example; one per feature a
+#: port can declare (in the order of ``FEATURES``), then the rare axis values.  A focus whose features
+#: the port does not declare is skipped with the reason.  Each focus is a row of the conformance matrix
+#: (``conformance.matrix_rows``).
 FOCI: dict[str, dict[str, Any]] = {
     "any": {},
-    **{feature: {"require": {feature}} for feature in (
-        "multi_layer", "no_bias", "batch_first", "bidirectional", "proj_size", "initial_state",
-        "unbatched", "packed", "packed_unsorted", "noncontiguous", "requires_grad", "argument_forms")},
+    **{feature: {"require": {feature}} for feature in FEATURES if feature not in OWN_FOCI_FEATURES},
     "noncontiguous_hx": {"require": {"noncontiguous", "initial_state"}, "views": "hx"},
     "float64": {"dtype": "float64"},
     # training mode: what holds for any correct port, however it draws its dropout masks
