@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from . import forkserver, timing
-from .options import OneLineParser, OptionError, argparse_type, non_negative_int, positive_int
+from .options import OneLineParser, OptionError, argparse_type, check_writable, non_negative_int, positive_int
 
 __all__ = ["add_parser", "main", "analyse", "figures", "attribute", "load_records", "speedup_ceiling", "BenchError"]
 
@@ -377,8 +377,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _check_json_path(path: str) -> bool:
     """Fail now, not after minutes of running, if FILE cannot be written; True if we created it."""
-    from .report import check_writable
-
     existed = os.path.exists(path)
     problem = check_writable(path, "--json")
     if problem:
