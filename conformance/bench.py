@@ -257,6 +257,7 @@ def catalogue_ports(checkout: Path) -> dict[str, str]:
     Listed by an interpreter started in ``checkout``, so that this process imports nothing of the test
     tree; a folder that is not a checkout is a one-line :class:`BenchError` naming what is missing.
     """
+    checkout = checkout.resolve()
     listed = _catalogue_file(checkout)
     code = ("import json\nfrom tests.ports.broken import CATALOGUE\n"
             "print(json.dumps({name: f'tests.ports.broken:{cls.__name__}' for name, cls in CATALOGUE.items()}))")
