@@ -12,12 +12,13 @@ on, and reports
   torch's and the oracle's forward time;
 * ``scaling``: the same run with ``-n 2`` (pytest-xdist), and its speed-up over the plain run; also
   the fixed cost of each (a run selecting no test) and the speed-up those allow at most;
-* with ``--catalogue``: for each broken port of ``tests/ports/broken.py`` (a source checkout), the
-  seconds from starting ``pytest --lstm-impl=<port> --lstm-profile=P -x`` to its first reported
-  failure, and their median.
+* with ``--catalogue [CHECKOUT]``: for each broken port of ``CHECKOUT/tests/ports/broken.py`` (a source
+  checkout of this project, the current folder by default: the test tree is not installed), the seconds
+  from starting ``pytest --lstm-impl=<port> --lstm-profile=P -x`` to its first reported failure, and
+  their median.
 
 The figures depend on the machine and on what else runs on it: the JSON records the load average
-before and after each run.
+before and after each run.  The command and its JSON: ``docs/cli.md``; figures: ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -36,12 +37,15 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from . import forkserver, timing
-from .options import OneLineParser, OptionError, argparse_type, non_negative_int, positive_int
+from .options import OneLineParser, OptionError, argparse_type, check_writable, non_negative_int, positive_int
+from .registry import ResolutionError, resolve
 
-__all__ = ["add_parser", "main", "analyse", "figures", "attribute", "load_records", "speedup_ceiling", "BenchError"]
+__all__ = ["add_parser", "main", "analyse", "figures", "attribute", "load_records", "speedup_ceiling", "BenchError",
+           "catalogue", "catalogue_ports"]
 
 PROFILES = ("dev", "ci", "thorough")
-REPO = Path(__file__).resolve().parent.parent
+#: Where a source checkout keeps the broken ports ``--catalogue`` times, below the checkout's root.
+CATALOGUE_FILE = Path("tests", "ports", "broken.py")
 
 
 class BenchError(Exception):
@@ -239,21 +243,43 @@ def run_suite(impl: str, profile: str, seed: Optional[int], workers: int = 0, ex
     return result
 
 
-def catalogue(profile: str, seed: Optional[int], log: Any = None) -> dict:
-    """Time to the first reported failure for each broken port of tests/ports/broken.py."""
-    if not (REPO / "tests" / "ports" / "broken.py").is_file():
-        raise BenchError(f"--catalogue needs a source checkout: {REPO / 'tests' / 'ports' / 'broken.py'} not found")
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from tests.ports.broken import CATALOGUE
+def _catalogue_file(checkout: Path) -> Path:
+    """``checkout``'s catalogue file; a one-line :class:`BenchError` naming it where it is missing."""
+    listed = checkout / CATALOGUE_FILE
+    if not listed.is_file():
+        raise BenchError(f"--catalogue needs a source checkout of lstm-conformance: {listed} not found")
+    return listed
 
+
+def catalogue_ports(checkout: Path) -> dict[str, str]:
+    """The broken ports of a source checkout's catalogue: name -> import path.
+
+    Listed by an interpreter started in ``checkout``, so that this process imports nothing of the test
+    tree; a folder that is not a checkout is a one-line :class:`BenchError` naming what is missing.
+    """
+    checkout = checkout.resolve()
+    listed = _catalogue_file(checkout)
+    code = ("import json\nfrom tests.ports.broken import CATALOGUE\n"
+            "print(json.dumps({name: f'tests.ports.broken:{cls.__name__}' for name, cls in CATALOGUE.items()}))")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(checkout), env.get("PYTHONPATH", "")) if p)
+    process = subprocess.run([sys.executable, "-c", code], cwd=checkout, env=env, capture_output=True, text=True)
+    if process.returncode != 0:
+        tail = process.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise BenchError(f"cannot list the catalogue of {listed}: {tail[0]}")
+    return dict(json.loads(process.stdout))
+
+
+def catalogue(checkout: Path, profile: str, seed: Optional[int], log: Any = None) -> dict:
+    """Time to the first reported failure for each broken port of ``checkout``'s tests/ports/broken.py."""
+    checkout = checkout.resolve()
+    impls = catalogue_ports(checkout)
     ports: dict[str, dict] = {}
-    for name, cls in CATALOGUE.items():
-        impl = f"tests.ports.broken:{cls.__name__}"
+    for name, impl in impls.items():
         # from an empty folder, as tests/test_catalogue.py runs it: no hypothesis database to replay
         with tempfile.TemporaryDirectory(prefix="lstm-conformance-catalogue-") as folder:
             try:
-                run = run_suite(impl, profile, seed, extra=["-x"], cwd=Path(folder), extra_path=REPO, timeout=900)
+                run = run_suite(impl, profile, seed, extra=["-x"], cwd=Path(folder), extra_path=checkout, timeout=900)
             except BenchError as exc:  # this port could not be run: not flagged, and why
                 run = {"wall_s": None, "load_before": None, "error": str(exc)}
         first = run.get("first_failure")
@@ -357,8 +383,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="xdist workers for the scaling run, 1 or more (default 2)")
     parser.add_argument("--no-scaling", dest="scaling", action="store_false",
                         help="skip the run with --workers N (default: run it, after the plain run)")
-    parser.add_argument("--catalogue", action="store_true",
-                        help="also time each broken port of tests/ports/broken.py to its first failure "
+    parser.add_argument("--catalogue", nargs="?", const=".", default=None, metavar="CHECKOUT",
+                        help="also time each broken port of CHECKOUT/tests/ports/broken.py to its first failure; "
+                             "CHECKOUT is a source checkout of this project, the current folder if not given "
                              "(slow; default: off)")
     parser.add_argument("-k", dest="keyword", default=None, metavar="EXPRESSION",
                         help="only the tests pytest -k EXPRESSION selects (default: every test)")
@@ -377,8 +404,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _check_json_path(path: str) -> bool:
     """Fail now, not after minutes of running, if FILE cannot be written; True if we created it."""
-    from .report import check_writable
-
     existed = os.path.exists(path)
     problem = check_writable(path, "--json")
     if problem:
@@ -389,10 +414,10 @@ def _check_json_path(path: str) -> bool:
 def main(args: argparse.Namespace) -> int:
     created = False
     try:
-        from .registry import ResolutionError, resolve
-
         if args.json:
             created = _check_json_path(args.json)
+        if args.catalogue is not None:  # now, not after the runs before it
+            _catalogue_file(Path(args.catalogue))
         try:
             candidate = resolve(args.impl, origin="command line")
         except ResolutionError as exc:
@@ -415,9 +440,9 @@ def main(args: argparse.Namespace) -> int:
             print(f"bench: the same with -n {args.workers} ...", file=sys.stderr, flush=True)
             report["scaling"] = scaling(args, extra, run)
         report["catalogue"] = None
-        if args.catalogue:
+        if args.catalogue is not None:
             print("bench: the broken-port catalogue, -x, each until flagged ...", file=sys.stderr, flush=True)
-            report["catalogue"] = catalogue(args.profile, args.seed, log=sys.stderr)
+            report["catalogue"] = catalogue(Path(args.catalogue), args.profile, args.seed, log=sys.stderr)
         table(report)
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

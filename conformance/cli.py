@@ -12,9 +12,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
-from . import bench, database, report
+from . import bench, database, report, report_collect, report_render
 from .adapters import FEATURES
-from .options import OneLineParser, OptionError, argparse_type, non_negative_int, positive_int
+from .options import OneLineParser, OptionError, argparse_type, check_writable, non_negative_int, positive_int
 from .registry import ResolutionError, available, resolve
 
 __all__ = ["default_profile", "main"]
@@ -56,7 +56,7 @@ def _resolve(impl: str) -> Optional[Any]:
         return None
 
 
-def _run(args: argparse.Namespace, doing: str) -> Optional[tuple[Any, report.Collector, int, float]]:
+def _run(args: argparse.Namespace, doing: str) -> Optional[tuple[Any, report_collect.Collector, int, float]]:
     """Resolve the implementation and run the suite on it, ending with the summary table.
 
     Returns the candidate, the collected results, pytest's exit code and the run's seconds.
@@ -75,8 +75,8 @@ def _run(args: argparse.Namespace, doing: str) -> Optional[tuple[Any, report.Col
         return None
     print(f"{doing} {candidate.name} ({candidate.path}, {candidate.kind}) against torch.nn.LSTM, "
           f"profile {args.profile}")
-    collector = report.Collector()
-    code, elapsed = report.run_suite(args.impl, _pytest_args(args), collector)
+    collector = report_collect.Collector()
+    code, elapsed = report_collect.run_suite(args.impl, _pytest_args(args), collector)
     _summary(collector.results, elapsed)
     return candidate, collector, code, elapsed
 
@@ -91,7 +91,7 @@ def _report(args: argparse.Namespace) -> int:
         print("lstm-conformance: error: report needs --json FILE and/or --markdown FILE", file=sys.stderr)
         return 2
     for option, path in (("--json", args.json), ("--markdown", args.markdown)):
-        problem = report.check_writable(path, option)
+        problem = check_writable(path, option)
         if problem:
             print(f"lstm-conformance: error: {problem}", file=sys.stderr)
             return 2
@@ -105,10 +105,10 @@ def _report(args: argparse.Namespace) -> int:
     doc = report.document(args.impl, candidate, args.profile, collector.results, seed=args.seed, duration_s=elapsed,
                           notes={kind: len(notes) for kind, notes in collector.notes.items()})
     if args.json:
-        Path(args.json).write_text(report.to_json(doc))
+        Path(args.json).write_text(report_render.to_json(doc))
         print(f"wrote {args.json}")
     if args.markdown:
-        Path(args.markdown).write_text(report.to_markdown(doc))
+        Path(args.markdown).write_text(report_render.to_markdown(doc))
         print(f"wrote {args.markdown}")
     return code
 
@@ -126,9 +126,9 @@ def _table(args: argparse.Namespace) -> int:
             print(f"lstm-conformance: error: cannot read report {path}: {reason}", file=sys.stderr)
             return 2
         docs.append(doc)
-    text = report.port_table(docs)
+    text = report_render.port_table(docs)
     if args.markdown:
-        problem = report.check_writable(args.markdown, "--markdown")
+        problem = check_writable(args.markdown, "--markdown")
         if problem:
             print(f"lstm-conformance: error: {problem}", file=sys.stderr)
             return 2

@@ -17,7 +17,7 @@ __all__ = ["NOT_RUN_UNSTABLE", "UNSTABLE_PACKED_FAULTS", "may_corrupt_heap", "un
 #: a drop-in that *is* torch, forked side by side, disagreed on "c0 has one dimension too many").
 #: Each fault here was seen crashing torch (SIGSEGV, SIGABRT or ``free(): invalid next size``) in
 #: 120 calls; they are reference-undefined whatever one run of torch did.  No hand-built packed
-#: structure (``strategies.PACKED_STRUCTURE_FAULTS``) is here: torch answers each the same way every time.
+#: structure (``bad_calls.PACKED_STRUCTURE_FAULTS``) is here: torch answers each the same way every time.
 UNSTABLE_PACKED_FAULTS = frozenset({"h0 has one layer too many", "c0 has one layer too few", "c0 has one dimension too many",
                                     "h0 has one batch element too few", "c0 has one batch element too many",
                                     "hx in batch_first layout"})

@@ -6,7 +6,8 @@ line, or an already-converted value), and returns the converted value or raises
 allowed.  The caller turns that into its own usage error (pytest's, or the CLI's exit status 2).
 
 For argparse command lines, :func:`argparse_type` makes a check a ``type=`` and
-:class:`OneLineParser` prints every usage error as that one line.
+:class:`OneLineParser` prints every usage error as that one line.  :func:`check_writable` says why a
+file named by an option cannot be written, before a long run rather than after it.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-from typing import Any, Callable, NoReturn
+from pathlib import Path
+from typing import Any, Callable, NoReturn, Optional
 
-__all__ = ["OneLineParser", "OptionError", "argparse_type", "non_negative_int", "positive_float", "positive_int"]
+__all__ = ["OneLineParser", "OptionError", "argparse_type", "check_writable", "non_negative_int", "positive_float",
+           "positive_int"]
 
 
 class OptionError(ValueError):
@@ -92,3 +95,20 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.error_name}: error: {message}{self.error_hint}\n")
+
+
+def check_writable(path: Optional[str], option: str = "") -> Optional[str]:
+    """A one-line reason why ``path`` (given as ``option``, e.g. ``--json``) cannot be written, or None."""
+    if path is None:
+        return None
+    target, named = Path(path), f"{option} {path}" if option else path
+    if target.is_dir():
+        return f"cannot write {named}: it is a folder"
+    if not target.parent.is_dir():
+        return f"cannot write {named}: folder {target.parent} does not exist"
+    try:
+        with open(target, "a"):
+            pass
+    except OSError as exc:
+        return f"cannot write {named}: {exc.strerror}"
+    return None

@@ -7,34 +7,33 @@ projected features past 64, 128 and 256; sequences past 64, 128 and 256 steps; m
 layers), are drawn occasionally everywhere and always in the focused tests of :data:`FOCI`.  A
 cost model (:func:`case_cost`) caps every case, so a large model comes with a short sequence and
 a small batch.
+
+The invalid calls the error tests make are :mod:`conformance.bad_calls`, built on these strategies.
+How cases are drawn: ``docs/what-is-checked.md``; where a new axis goes: ``CONTRIBUTING.md``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import lru_cache
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Iterable, Optional
 
-from hypothesis import assume
 from hypothesis import strategies as st
 
-from .adapters import Capabilities
+from .adapters import FEATURES, Capabilities
 from .arrays import LSTMConfig
-from .case import (ARGUMENT_FORMS, LAYOUTS, PACKINGS, SPECIALS, STATE_LAYOUTS, Call, Case, Fault, PackingCall,
-                   Values)
+from .case import ARGUMENT_FORMS, LAYOUTS, PACKINGS, SPECIALS, STATE_LAYOUTS, Call, Case, Values
 from .dtypes import DTYPES, HALF
 
-__all__ = ["FOCI", "cases", "focus_cases", "input_sizes", "hidden_sizes", "num_layers", "proj_sizes", "projections",
-           "past", "case_cost", "MAX_COST",
-           "dropouts", "seq_lens", "batch_sizes", "lengths_lists", "seeds", "bad_constructor_cases",
-           "bad_call_cases", "bad_packing_calls", "CALL_FAULTS", "PACKED_CALL_FAULTS", "PACKED_STRUCTURE_FAULTS",
-           "call_fault_requirements"]
+__all__ = ["FOCI", "STRESS", "cases", "focus_cases", "focus_requirements", "input_sizes", "hidden_sizes", "num_layers",
+           "proj_sizes", "projections", "past", "case_cost", "MAX_COST", "dropouts", "seq_lens", "batch_sizes",
+           "lengths_lists", "seeds", "cached", "sampled"]
 
 
-# the axis strategies are built once and reused (lru_cache), not rebuilt for every
-# draw: hypothesis validates each new strategy object, which was a third of the cost of drawing a case.
-# The strategies, and so the cases drawn for a given seed, are exactly the same.
-_cached = lru_cache(maxsize=None)
+#: Builds a strategy once and reuses it (lru_cache), not rebuilt for every draw: hypothesis validates
+#: each new strategy object, a large share of the cost of drawing a case.  The strategies, and so the
+#: cases drawn for a given seed, are exactly the same.  ``conformance.bad_calls`` uses it too.
+cached = lru_cache(maxsize=None)
 
 
 def _occasionally(common: st.SearchStrategy, rare: st.SearchStrategy) -> st.SearchStrategy:
@@ -53,7 +52,7 @@ BATCH_SPAN, FEATURE_SPAN, STEP_SPAN = 8, 16, 32
 MAX_LAYERS = 4
 
 
-@_cached
+@cached
 def past(boundaries: tuple[int, ...], span: int, limit: Optional[int] = None) -> st.SearchStrategy[int]:
     """A size 1 .. ``span`` past one of ``boundaries`` (at most ``limit``, and only boundaries below it).
 
@@ -64,29 +63,29 @@ def past(boundaries: tuple[int, ...], span: int, limit: Optional[int] = None) ->
     below = tuple(b for b in boundaries if limit is None or b < limit)
     if not below:
         raise ValueError(f"no boundary of {boundaries} lies below {limit}")
-    pairs = st.tuples(_sampled(below), st.integers(1, span))
+    pairs = st.tuples(sampled(below), st.integers(1, span))
     return pairs.map(sum) if limit is None else pairs.map(lambda pair: min(sum(pair), limit))
 
 
-@_cached
+@cached
 def input_sizes() -> st.SearchStrategy[int]:
     """Mostly 1 .. 8; occasionally 9 .. 40, or just past a feature boundary."""
     return _occasionally(st.integers(1, 8), st.one_of(st.integers(9, 40), past(FEATURE_BOUNDARIES, FEATURE_SPAN)))
 
 
-@_cached
+@cached
 def hidden_sizes() -> st.SearchStrategy[int]:
     """Mostly small (1 included), occasionally just past 64, 128 or (more rarely) 256, where kernels tile."""
     return _occasionally(st.integers(1, 12), past(FEATURE_BOUNDARIES, FEATURE_SPAN))
 
 
-@_cached
+@cached
 def num_layers(least: int = 1) -> st.SearchStrategy[int]:
     """``least`` .. 4, occasionally 5 or 6 (weight loading or state buffers sized for 4 layers)."""
     return _occasionally(st.integers(least, MAX_LAYERS), st.integers(MAX_LAYERS + 1, MAX_LAYERS + 2))
 
 
-@_cached
+@cached
 def projections(hidden_size: int) -> st.SearchStrategy[int]:
     """1 .. hidden_size - 1, occasionally just past a feature boundary below hidden_size."""
     some = st.integers(1, hidden_size - 1)
@@ -95,7 +94,7 @@ def projections(hidden_size: int) -> st.SearchStrategy[int]:
     return _occasionally(some, past(FEATURE_BOUNDARIES, FEATURE_SPAN, limit=hidden_size - 1))
 
 
-@_cached
+@cached
 def proj_sizes(hidden_size: int) -> st.SearchStrategy[int]:
     """0 (no projection) or 1 .. hidden_size - 1 (see :func:`projections`)."""
     if hidden_size < 2:
@@ -103,24 +102,24 @@ def proj_sizes(hidden_size: int) -> st.SearchStrategy[int]:
     return st.one_of(st.just(0), projections(hidden_size))
 
 
-@_cached
+@cached
 def _probabilities() -> st.SearchStrategy[float]:
     return st.floats(0.05, 0.95).map(lambda p: round(p, 3))
 
 
-@_cached
+@cached
 def dropouts() -> st.SearchStrategy[float]:
     """0, a probability strictly between 0 and 1, or 1.0 (everything dropped)."""
     return st.one_of(st.just(0.0), _probabilities(), st.just(1.0))
 
 
-@_cached
+@cached
 def seq_lens() -> st.SearchStrategy[int]:
     """1, short, and occasionally just past 64, 128 or 256 steps."""
     return _occasionally(st.integers(1, 6), past(STEP_BOUNDARIES, STEP_SPAN))
 
 
-@_cached
+@cached
 def batch_sizes() -> st.SearchStrategy[int]:
     """1, small, and occasionally just past 16 (torch.sort reorders tied lengths from 17 on), 32 or 64 rows."""
     return _occasionally(st.integers(1, 4), past(BATCH_BOUNDARIES, BATCH_SPAN))
@@ -224,32 +223,33 @@ def _drawn_dtypes(declared: frozenset) -> tuple[str, ...]:
     return full or tuple(name for name in DTYPES if name in declared)
 
 
-@_cached
+@cached
 def seeds() -> st.SearchStrategy[int]:
     return st.integers(0, 2**16 - 1)
 
 
-@_cached
-def _sampled(values: tuple) -> st.SearchStrategy:
+@cached
+def sampled(values: tuple) -> st.SearchStrategy:
+    """``st.sampled_from(values)``, built once per tuple of values."""
     return st.sampled_from(values)
 
 
-@_cached
+@cached
 def _length_others(max_len: int) -> st.SearchStrategy:
     return st.lists(st.integers(1, max_len), max_size=2, unique=True)
 
 
-@_cached
+@cached
 def _lengths_from(pool: tuple, count: int) -> st.SearchStrategy:
-    return st.lists(_sampled(pool), min_size=count, max_size=count)
+    return st.lists(sampled(pool), min_size=count, max_size=count)
 
 
-@_cached
+@cached
 def _dropped() -> st.SearchStrategy[float]:
     return st.one_of(_probabilities(), st.just(1.0))
 
 
-@_cached
+@cached
 @st.composite
 def lengths_lists(draw: Any, batch: int, max_len: int, sorted_desc: bool) -> tuple[int, ...]:
     """Per-sequence lengths, the longest being ``max_len``, from a small pool so ties are common."""
@@ -274,15 +274,15 @@ def _draw_layouts(draw: Any, call: Call, allowed: frozenset, required: frozenset
     if "noncontiguous" in allowed:
         layouts = PACKED_LAYOUTS if call.packed else LAYOUTS
         forced = "noncontiguous" in required and views == "input"
-        fields["layout"] = draw(_sampled(layouts[1:] if forced else layouts))
+        fields["layout"] = draw(sampled(layouts[1:] if forced else layouts))
         if call.with_hx:
             forced = "noncontiguous" in required and views == "hx"
-            fields["state_layout"] = draw(_sampled(STATE_LAYOUTS[1:] if forced else STATE_LAYOUTS))
+            fields["state_layout"] = draw(sampled(STATE_LAYOUTS[1:] if forced else STATE_LAYOUTS))
     if "argument_forms" in allowed:
         forms: tuple[str, ...] = ARGUMENT_FORMS[1:] if "argument_forms" in required else ARGUMENT_FORMS
         if not call.with_hx:
             forms = tuple(form for form in forms if form != "hx_list")  # no hx, no list
-        fields["arguments"] = draw(_sampled(forms))
+        fields["arguments"] = draw(sampled(forms))
     return fields
 
 
@@ -338,18 +338,18 @@ WEIGHT_SCALES = (2.0, 4.0)
 WEIGHT_SCALE_MAX_STEPS = 64
 
 
-@_cached
+@cached
 def _value_kinds() -> st.SearchStrategy[str]:
     """"plain" nine draws in ten; else one of :data:`VALUE_KINDS`."""
-    return _occasionally(st.just("plain"), _sampled(VALUE_KINDS))
+    return _occasionally(st.just("plain"), sampled(VALUE_KINDS))
 
 
-@_cached
+@cached
 def _weight_scales() -> st.SearchStrategy[float]:
-    return _occasionally(st.just(1.0), _sampled(WEIGHT_SCALES))
+    return _occasionally(st.just(1.0), sampled(WEIGHT_SCALES))
 
 
-@_cached
+@cached
 def _indices(size: int, most: int) -> st.SearchStrategy[list[int]]:
     return st.lists(st.integers(0, size - 1), min_size=1, max_size=min(most, size), unique=True).map(sorted)
 
@@ -375,26 +375,26 @@ def _draw_values(draw: Any, config: LSTMConfig, call: Call, kind: Optional[str],
     widths = {"x": config.input_size, "h0": config.output_size, "c0": config.hidden_size}
     found: dict[str, Values] = {}
     if kind == "large":
-        target = draw(_sampled(("x", *states, "weights")))
+        target = draw(sampled(("x", *states, "weights")))
         scales = LARGE_SCALES + BFLOAT16_LARGE_SCALES if config.dtype == "bfloat16" else LARGE_SCALES
         for name in ("x", *states):
-            factor = draw(_sampled(scales)) if name == target else draw(_sampled((1.0, *scales)))
+            factor = draw(sampled(scales)) if name == target else draw(sampled((1.0, *scales)))
             found[name] = Values(scale=factor)
         if target == "weights" and weight_scale is None:
-            scale = draw(_sampled(WEIGHT_SCALES))
+            scale = draw(sampled(WEIGHT_SCALES))
     elif kind == "tiny":  # every tensor, so the whole case computes at that scale (a bias still does not)
-        factor = draw(_sampled(TINY_SCALES))
+        factor = draw(sampled(TINY_SCALES))
         found = {name: Values(scale=factor) for name in ("x", *states)}
     elif kind == "mixed":
         for name in ("x", *states):
             mixed = name == "x" or draw(st.booleans())
-            found[name] = Values(feature_decades=draw(_sampled(FEATURE_DECADES))) if mixed else Values()
+            found[name] = Values(feature_decades=draw(sampled(FEATURE_DECADES))) if mixed else Values()
     elif kind == "zeros":
         found["x"] = _draw_zeros(draw, config, call)
     elif kind == "special":
         scale = 1.0
-        target = draw(_sampled(("x", *states)))
-        elements = draw(st.lists(st.tuples(_element(call, config, target, widths[target]), _sampled(SPECIALS)),
+        target = draw(sampled(("x", *states)))
+        elements = draw(st.lists(st.tuples(_element(call, config, target, widths[target]), sampled(SPECIALS)),
                                  min_size=1, max_size=2, unique_by=lambda pair: pair[0]))
         found[target] = Values(special=tuple(elements))
     return {f"{name}_values": values for name, values in found.items() if not values.plain}, scale
@@ -405,7 +405,7 @@ def _draw_zeros(draw: Any, config: LSTMConfig, call: Call) -> Values:
     # the steps every sequence has (packed calls always have lengths)
     steps = min(call.lengths or ()) if call.packing == "pack_sequence" else call.seq_len
     kinds = ["steps", "features"] + ([] if call.unbatched else ["sequences"])
-    first = draw(_sampled(tuple(kinds)))
+    first = draw(sampled(tuple(kinds)))
     chosen = {kind for kind in kinds if kind == first or draw(st.booleans())}
     return Values(zero_steps=tuple(draw(_indices(steps, 2))) if "steps" in chosen else (),
                   zero_sequences=tuple(draw(_indices(call.batch, 1))) if "sequences" in chosen else (),
@@ -460,7 +460,7 @@ def cases(
     # -- the model
     in_size, hidden, layers, proj = _draw_model_sizes(draw, allowed, required, same_state, input_size, hidden_size,
                                                       proj_size, layer_count)
-    model_dtype = dtype or draw(_sampled(_drawn_dtypes(frozenset(capabilities.dtypes))))
+    model_dtype = dtype or draw(sampled(_drawn_dtypes(frozenset(capabilities.dtypes))))
     limit = MAX_COST // HALF_COST_SHARE if model_dtype in HALF else MAX_COST
     # -- the mode: a random dropout mask needs the "dropout" capability
     is_training = training if training is not None else ("dropout" in required or draw(st.booleans()))
@@ -494,7 +494,7 @@ def cases(
         if batch_size == 0:
             excluded.add("packed")  # an empty batch cannot be packed
         forms = ["dense"] + [f for f in ("packed", "unbatched") if f in allowed and f not in excluded]
-        form = draw(_sampled(tuple(forms)))
+        form = draw(sampled(tuple(forms)))
     length = draw(seq_lens() if seq_len is None else seq_len)
     n = None if form == "unbatched" else batch_size
     n, length = _within_cost(config, n, length, fixed_batch=batch is not None, fixed_steps=seq_len is not None,
@@ -503,7 +503,7 @@ def cases(
     if form == "packed":
         enforce_sorted = not _flag(draw, "packed_unsorted", allowed, required)
         lengths = draw(lengths_lists(n, length, sorted_desc=enforce_sorted))
-        call_kwargs = dict(packing=draw(_sampled(PACKINGS)), lengths=lengths,
+        call_kwargs = dict(packing=draw(sampled(PACKINGS)), lengths=lengths,
                            enforce_sorted=enforce_sorted)
         length = max(lengths)
     call = Call(
@@ -519,13 +519,17 @@ def cases(
     return Case(config, call, weight_seed=draw(seeds()), weight_scale=scale)
 
 
-#: Focused tests: each makes one feature or rare axis value appear in every example.
-#: A focus whose features the port does not declare is skipped with the reason.
+#: The features of :data:`~conformance.adapters.FEATURES` whose foci are not the plain "required in every
+#: example" one: dropout's need training mode and a rate (the ``train_*`` foci below).
+OWN_FOCI_FEATURES = frozenset({"dropout"})
+
+#: Focused tests: each makes one feature or rare axis value appear in every example; one per feature a
+#: port can declare (in the order of ``FEATURES``), then the rare axis values.  A focus whose features
+#: the port does not declare is skipped with the reason.  Each focus is a row of the conformance matrix
+#: (``conformance.matrix_rows``).
 FOCI: dict[str, dict[str, Any]] = {
     "any": {},
-    **{feature: {"require": {feature}} for feature in (
-        "multi_layer", "no_bias", "batch_first", "bidirectional", "proj_size", "initial_state",
-        "unbatched", "packed", "packed_unsorted", "noncontiguous", "requires_grad", "argument_forms")},
+    **{feature: {"require": {feature}} for feature in FEATURES if feature not in OWN_FOCI_FEATURES},
     "noncontiguous_hx": {"require": {"noncontiguous", "initial_state"}, "views": "hx"},
     "float64": {"dtype": "float64"},
     # training mode: what holds for any correct port, however it draws its dropout masks
@@ -575,210 +579,7 @@ def focus_requirements(focus: str) -> tuple[set[str], Optional[str]]:
     return set(spec.get("require", ())), spec.get("dtype")
 
 
-@_cached
+@cached
 def focus_cases(capabilities: Capabilities, focus: str) -> st.SearchStrategy[Case]:
     """Cases for one entry of :data:`FOCI`, restricted to what the port declares."""
     return cases(capabilities, **FOCI[focus])
-
-
-# ----------------------------------------------------------------------- invalid calls
-#: Bad constructor arguments, each as (argument, value).  torch's answer to each comes from the
-#: live torch; the list only says what to try.
-BAD_CONSTRUCTOR_ARGUMENTS: tuple[tuple[str, Any], ...] = (
-    ("dropout", "abc"), ("dropout", None), ("dropout", 1.5), ("dropout", -0.1), ("dropout", True),
-    ("dropout", "0.5"), ("dropout", float("nan")),
-    ("bias", 1), ("batch_first", 0),
-    ("input_size", 4.0), ("input_size", None), ("input_size", 0), ("input_size", -3),
-    ("hidden_size", 8.0), ("hidden_size", "8"), ("hidden_size", 0),
-    ("num_layers", 0), ("num_layers", -1), ("num_layers", 2.0), ("num_layers", None),
-    ("proj_size", -1), ("proj_size", None), ("proj_size", "hidden_size"), ("proj_size", "hidden_size + 1"),
-    ("proj_size", 2.0), ("proj_size", True),
-    ("dtype", "int64"),
-)
-
-
-@_cached
-def _constructor_base(capabilities: Capabilities) -> st.SearchStrategy[Case]:
-    return cases(capabilities, training=False, hidden_size=st.integers(2, 8))
-
-
-@_cached
-@st.composite
-def bad_constructor_cases(draw: Any, capabilities: Capabilities = Capabilities()) -> Case:
-    """A case whose constructor arguments torch rejects (type or range)."""
-    base = draw(_constructor_base(capabilities))
-    name, value = draw(_sampled(BAD_CONSTRUCTOR_ARGUMENTS))
-    if value == "hidden_size":
-        value = base.config.hidden_size
-    elif value == "hidden_size + 1":
-        value = base.config.hidden_size + 1
-    config = replace(base.config, **{name: value})
-    return Case(config, Call(seq_len=1), fault=Fault(f"{name}={value!r}", stage="construct"))
-
-
-def _other_dtype(dtype: str) -> str:
-    return "torch.float64" if dtype == "float32" else "torch.float32"
-
-
-def _other_half(dtype: str) -> str:
-    """A half-precision dtype other than the model's."""
-    return "torch.bfloat16" if dtype == "float16" else "torch.float16"
-
-
-def _empty_sequence(case: Case) -> str:
-    batch_first = case.config.batch_first and not case.call.unbatched
-    return "x = x[:, :0]" if batch_first else "x = x[:0]"
-
-
-@dataclass(frozen=True)
-class CallFault:
-    """One kind of bad call: what it needs from the case, and the code that makes it."""
-
-    target: str  # "input", "hx", or "packed" (the structure of a packed input)
-    make: Callable[[Case], tuple[tuple[str, ...], Optional[str]]]  # case -> (lines, args)
-    require: frozenset = frozenset()
-    batched: bool = False  # needs a batch dimension of at least 2
-
-
-def _lines(*lines: str) -> Callable[[Case], tuple[tuple[str, ...], Optional[str]]]:
-    return lambda case: (lines, None)
-
-
-#: Every kind of bad call torch checks (or should), by name.  What torch does with each comes
-#: from the live torch; this table only says what to try.
-CALL_FAULTS: dict[str, CallFault] = {
-    "input is 0-D": CallFault("input", _lines("x = x.flatten()[0]")),
-    "input is 1-D": CallFault("input", _lines("x = x.flatten()")),
-    "input is 4-D": CallFault("input", _lines("x = x.reshape((1,) * (4 - x.dim()) + tuple(x.shape))")),
-    "input has one feature too many": CallFault("input", _lines("x = torch.cat([x, x[..., :1]], dim=-1)")),
-    "input has one feature too few": CallFault("input", _lines("x = x[..., 1:]")),
-    "input dtype differs from the weights": CallFault(
-        "input", lambda c: ((f"x = x.to({_other_dtype(c.config.dtype)})",), None)),
-    "sequence length 0": CallFault("input", lambda c: ((_empty_sequence(c),), None)),
-    "hx is a single tensor, not a tuple": CallFault("hx", lambda c: ((), "(x, h0)")),
-    "hx is a tuple of three tensors": CallFault("hx", lambda c: ((), "(x, (h0, c0, c0))")),
-    "hx is a tuple of one tensor": CallFault("hx", lambda c: ((), "(x, (h0,))")),
-    "h0 has one dimension too few": CallFault("hx", _lines("h0 = h0[0]")),
-    "c0 has one dimension too many": CallFault("hx", _lines("c0 = c0.unsqueeze(0)")),
-    "h0 has one layer too many": CallFault("hx", _lines("h0 = torch.cat([h0, h0[:1]])")),
-    "c0 has one layer too many": CallFault("hx", _lines("c0 = torch.cat([c0, c0[:1]])")),
-    "h0 has one layer too few": CallFault("hx", _lines("h0 = h0[1:]"), frozenset({"multi_layer"})),
-    "c0 has one layer too few": CallFault("hx", _lines("c0 = c0[1:]"), frozenset({"multi_layer"})),
-    "h0 has one batch element too many": CallFault("hx", _lines("h0 = torch.cat([h0, h0[:, :1]], dim=1)"),
-                                                   batched=True),
-    "c0 has one batch element too many": CallFault("hx", _lines("c0 = torch.cat([c0, c0[:, :1]], dim=1)"),
-                                                   batched=True),
-    "h0 has one batch element too few": CallFault("hx", _lines("h0 = h0[:, 1:]"), batched=True),
-    "h0 has one feature too many": CallFault("hx", _lines("h0 = torch.cat([h0, h0[..., :1]], dim=-1)")),
-    "c0 has one feature too many": CallFault("hx", _lines("c0 = torch.cat([c0, c0[..., :1]], dim=-1)")),
-    "h0 has hidden_size features, not proj_size": CallFault(
-        "hx", _lines("h0 = torch.randn(*c0.shape, dtype=h0.dtype)"), frozenset({"proj_size"})),
-    "c0 has proj_size features, not hidden_size": CallFault(
-        "hx", _lines("c0 = torch.randn(*h0.shape, dtype=c0.dtype)"), frozenset({"proj_size"})),
-    "hx in batch_first layout": CallFault(
-        "hx", _lines("h0 = h0.transpose(0, 1)", "c0 = c0.transpose(0, 1)"), frozenset({"batch_first"}), batched=True),
-    "h0 dtype differs from the weights": CallFault(
-        "hx", lambda c: ((f"h0 = h0.to({_other_dtype(c.config.dtype)})",), None)),
-    "c0 dtype differs from the weights": CallFault(
-        "hx", lambda c: ((f"c0 = c0.to({_other_dtype(c.config.dtype)})",), None)),
-    "input in a half dtype the weights do not have": CallFault(
-        "input", lambda c: ((f"x = x.to({_other_half(c.config.dtype)})",), None)),
-    "h0 in a half dtype the weights do not have": CallFault(
-        "hx", lambda c: ((f"h0 = h0.to({_other_half(c.config.dtype)})",), None)),
-    "c0 in a half dtype the weights do not have": CallFault(
-        "hx", lambda c: ((f"c0 = c0.to({_other_half(c.config.dtype)})",), None)),
-}
-
-
-def _packed(data: str = "x.data", batch_sizes: str = "x.batch_sizes", indices: str = "x.sorted_indices, x.unsorted_indices"
-            ) -> Callable[[Case], tuple[tuple[str, ...], Optional[str]]]:
-    """A PackedSequence built by hand from the packed ``x``, with one of its parts replaced."""
-    return _lines(f"x = PackedSequence({data}, {batch_sizes}, {indices})")
-
-
-def _not_a_permutation(case: Case) -> tuple[tuple[str, ...], Optional[str]]:
-    batch = case.call.batch
-    return _packed(indices=f"torch.zeros({batch}, dtype=torch.int64), torch.arange({batch})")(case)
-
-
-#: Packed structures built by hand (``PackedSequence(data, batch_sizes, ...)``, not by torch's packing
-#: functions) that are not what packing makes.  torch checks none of it in Python: what it does with each
-#: comes from the live torch (its kernel rejects some, accepts others).
-PACKED_STRUCTURE_FAULTS: dict[str, CallFault] = {
-    "packed data has one row more than batch_sizes count": CallFault(
-        "packed", _packed(data="torch.cat([x.data, x.data[:1]])")),
-    "packed data has one row fewer than batch_sizes count": CallFault("packed", _packed(data="x.data[:-1]")),
-    "batch_sizes increase": CallFault("packed", _packed(batch_sizes="x.batch_sizes.flip(0)"), batched=True),
-    "batch_sizes end with 0": CallFault(
-        "packed", _packed(batch_sizes="torch.cat([x.batch_sizes, x.batch_sizes.new_zeros(1)])")),
-    "batch_sizes are int32": CallFault("packed", _packed(batch_sizes="x.batch_sizes.int()")),
-    "sorted_indices are not a permutation": CallFault("packed", _not_a_permutation, batched=True),
-}
-_FAULTS = {**CALL_FAULTS, **PACKED_STRUCTURE_FAULTS}
-#: The faults that apply to packed input: torch checks nothing there in Python.
-PACKED_CALL_FAULTS = [name for name, fault in _FAULTS.items() if fault.target in ("hx", "packed")]
-
-
-def call_fault_requirements(name: str, packed: bool = False) -> set[str]:
-    """The features a port needs for this fault to be tried on it."""
-    fault = _FAULTS[name]
-    packed = packed or fault.target == "packed"
-    return set(fault.require) | ({"initial_state"} if fault.target == "hx" else set()) | ({"packed"} if packed else set())
-
-
-@_cached
-def _fault_base(fault: str, capabilities: Capabilities, packed: bool) -> st.SearchStrategy[Case]:
-    return cases(capabilities, require=call_fault_requirements(fault, packed), training=False,
-                 seq_len=st.integers(1, 5), batch=st.integers(2, 4) if _FAULTS[fault].batched else None)
-
-
-@_cached
-@st.composite
-def bad_call_cases(draw: Any, fault: str, capabilities: Capabilities = Capabilities(), packed: bool = False) -> Case:
-    """A valid model with the named bad call (see :data:`CALL_FAULTS`, :data:`PACKED_STRUCTURE_FAULTS`),
-    dense or packed, its states contiguous and passed positionally (packed: its data contiguous too)."""
-    spec = _FAULTS[fault]
-    packed = packed or spec.target == "packed"
-    base = draw(_fault_base(fault, capabilities, packed))
-    base = replace(base, call=replace(base.call, state_layout="contiguous", arguments="positional"))
-    if not packed and base.call.packed:
-        base = replace(base, call=replace(base.call, packing=None, lengths=None, enforce_sorted=True))
-    if packed:
-        base = replace(base, call=replace(base.call, layout="contiguous"))
-    lengths = base.call.lengths
-    if fault == "batch_sizes increase" and len(set(lengths)) == 1:  # flipped, equal batch sizes stay as they are
-        base = replace(base, call=replace(base.call, lengths=(lengths[0] + 1, *lengths[1:]), seq_len=lengths[0] + 1))
-    if spec.target == "input" and base.call.layout == "sliced" and fault.startswith("input has one feature"):
-        base = replace(base, call=replace(base.call, layout="contiguous"))
-    if fault == "input has one feature too few":
-        base = replace(base, config=replace(base.config, input_size=max(base.config.input_size, 2)))
-    if fault == "hx in batch_first layout":  # swapped dims must differ from the right ones
-        layers = base.config.num_layers * base.config.num_directions
-        assume(base.call.batch != layers)
-    lines, args = spec.make(base)
-    return replace(base, call=replace(base.call, same_state=False), fault=Fault(fault, lines=lines, args=args))
-
-
-@st.composite
-def bad_packing_calls(draw: Any) -> PackingCall:
-    """Lengths that torch's packing functions reject: unsorted, zero or negative, the wrong count."""
-    function = draw(st.sampled_from(["pack_padded_sequence", "pack_sequence"]))
-    batch = draw(st.integers(2, 5))
-    lengths = sorted(draw(st.lists(st.integers(1, 6), min_size=batch, max_size=batch)), reverse=True)
-    kinds = ["zero length", "negative length"] if function == "pack_padded_sequence" else ["zero length"]
-    if len(set(lengths)) > 1:
-        kinds.append("unsorted lengths with enforce_sorted=True")
-    if function == "pack_padded_sequence":
-        kinds.append("one length more than the batch")
-    kind = draw(st.sampled_from(kinds))
-    enforce_sorted = draw(st.booleans())
-    if kind == "zero length":
-        lengths[draw(st.integers(0, batch - 1))] = 0
-    elif kind == "negative length":
-        lengths[-1] = -1
-    elif kind.startswith("unsorted"):
-        lengths, enforce_sorted = lengths[::-1], True
-    else:
-        lengths.append(lengths[-1])
-    return PackingCall(function, tuple(lengths), batch, enforce_sorted, draw(st.booleans()), seed=draw(seeds()),
-                       fault=kind)

@@ -102,6 +102,30 @@ def test_catalogue_median_counts_an_unflagged_port_as_slowest() -> None:
     assert bench.summarise_catalogue({"a": port(1.0), "b": port(3.0)})["median_seconds_to_flag"] == 2.0
 
 
+def test_the_catalogue_outside_a_checkout_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(bench.BenchError) as raised:
+        bench.catalogue_ports(tmp_path)
+    message = str(raised.value)
+    assert "\n" not in message and "needs a source checkout" in message
+    assert str(tmp_path / "tests" / "ports" / "broken.py") in message
+
+
+@pytest.mark.slow
+def test_the_catalogue_of_this_checkout_is_listed_without_importing_it() -> None:
+    from tests.ports.broken import CATALOGUE
+
+    ports = bench.catalogue_ports(REPO)
+    assert ports == {name: f"tests.ports.broken:{cls.__name__}" for name, cls in CATALOGUE.items()}
+
+
+@pytest.mark.slow
+def test_catalogue_outside_a_checkout_fails_before_any_run(tmp_path: Path) -> None:
+    result = _run_main(["torch", "--catalogue", str(tmp_path)])
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "--catalogue needs a source checkout of lstm-conformance" in result.stderr
+    assert "running the suite" not in result.stderr
+
+
 def test_timing_is_off_without_the_variable() -> None:
     if timing.ENABLED:
         pytest.skip("timings are on in this process")
@@ -161,7 +185,7 @@ def test_the_parser_plugs_into_a_subcommand_parser() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     bench.add_parser(sub)
     args = parser.parse_args(["bench", "numpy", "--profile", "dev", "--json", "x.json", "--catalogue", "--seed", "random"])
-    assert args.func is bench.main and args.impl == "numpy" and args.profile == "dev" and args.catalogue
+    assert args.func is bench.main and args.impl == "numpy" and args.profile == "dev" and args.catalogue == "."
     assert args.seed is None and args.scaling and args.workers == 2
 
 

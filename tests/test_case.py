@@ -15,7 +15,8 @@ from conformance.candidates import _to_arrays
 from conformance.case import ARGUMENT_FORMS, LAYOUTS, STATE_LAYOUTS, Call, Case, Values, call_arguments
 from conformance.reference import copy_args
 from conformance.adapters import Capabilities
-from conformance.strategies import PACKED_STRUCTURE_FAULTS, VALUE_KINDS, bad_call_cases, cases, focus_cases
+from conformance.bad_calls import PACKED_STRUCTURE_FAULTS, bad_call_cases, fault_ids
+from conformance.strategies import VALUE_KINDS, cases, focus_cases
 
 
 def _run_snippet(code: str) -> dict:
@@ -185,7 +186,10 @@ def test_the_layout_foci_always_have_their_view_or_form(states: Case, form: Case
     assert view.call.layout != "contiguous"
 
 
-@pytest.mark.parametrize("fault", ["h0 has one layer too many", "input is 1-D", *PACKED_STRUCTURE_FAULTS])
+_LAYOUT_FAULTS = ["h0 has one layer too many", "input is 1-D", *PACKED_STRUCTURE_FAULTS]
+
+
+@pytest.mark.parametrize("fault", _LAYOUT_FAULTS, ids=fault_ids(_LAYOUT_FAULTS))
 def test_bad_calls_pass_contiguous_states_positionally(fault: str) -> None:
     """A fault's own lines and arguments assume the plain call; packed ones a contiguous data too."""
     with pytest.raises(NoSuchExample):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance import bench, cli, report
+from conformance import bench, cli, report, report_render
 from conformance.report import STATUSES
 
 from .conftest import REPO
@@ -199,9 +199,9 @@ def _results() -> dict[str, report.TestResult]:
 
 def test_a_report_without_a_seed_says_so() -> None:
     doc = report.document("numpy", None, "ci", _results(), duration_s=12.3456)
-    assert json.loads(report.to_json(doc))["seed"] is None
+    assert json.loads(report_render.to_json(doc))["seed"] is None
     assert (doc["schema"], doc["profile"], doc["duration_s"]) == (2, "ci", 12.35)
-    assert "profile `ci`, no seed given, 12.3 s," in report.to_markdown(doc)
+    assert "profile `ci`, no seed given, 12.3 s," in report_render.to_markdown(doc)
 
 
 @pytest.mark.slow
@@ -209,8 +209,8 @@ def test_table_reads_reports_of_either_schema(tmp_path: Path) -> None:
     new = report.document("numpy", None, "ci", _results(), seed=3, duration_s=1.0)
     old = {k: v for k, v in new.items() if k not in ("profile", "seed", "duration_s")}
     old.update(schema=1, hypothesis_profile="thorough", implementation="older")
-    (tmp_path / "new.json").write_text(report.to_json(new))
-    (tmp_path / "old.json").write_text(report.to_json(old))
+    (tmp_path / "new.json").write_text(report_render.to_json(new))
+    (tmp_path / "old.json").write_text(report_render.to_json(old))
     (tmp_path / "other.json").write_text(json.dumps({"schema": 3, "features": []}))
     result = _cli("table", "new.json", "old.json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -22,7 +22,8 @@ from conformance.runner import check_error
 from conformance.service import SERVICE, RecordInvalidCall, RecordTorchCall
 from conformance.registry import resolve
 from conformance.reference import copy_args
-from conformance.strategies import PACKED_CALL_FAULTS, PACKED_STRUCTURE_FAULTS, bad_call_cases, bad_constructor_cases
+from conformance.bad_calls import (PACKED_CALL_FAULTS, PACKED_STRUCTURE_FAULTS, bad_call_cases, bad_constructor_cases,
+                                   fault_ids)
 
 #: Packed calls whose states torch's C++ code indexes out of bounds: layer counts of h0 and c0 that
 #: differ (pytorch/pytorch#173946), a batch other than the input's (measured: ``free(): invalid next
@@ -45,14 +46,14 @@ def test_the_table_names_real_faults() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", PACKED_CALL_FAULTS)
+@pytest.mark.parametrize("fault", PACKED_CALL_FAULTS, ids=fault_ids(PACKED_CALL_FAULTS))
 def test_only_packed_calls_with_malformed_states_fork(fault: str) -> None:
     assert prepare(_example(fault, packed=True)).may_corrupt_heap() is (fault in FORKED)
     assert not prepare(_example(fault, packed=False)).may_corrupt_heap()  # torch's Python checks come first
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", list(PACKED_STRUCTURE_FAULTS))
+@pytest.mark.parametrize("fault", list(PACKED_STRUCTURE_FAULTS), ids=fault_ids(PACKED_STRUCTURE_FAULTS))
 def test_hand_built_packed_structures_fork_only_with_hx_of_another_batch(fault: str) -> None:
     """The kernel slices a hand-built structure's rows and states with checks; hx of another batch than
     ``batch_sizes[0]`` is what writes out of bounds, as for the hx faults."""

@@ -85,8 +85,8 @@ def test_a_hang_is_a_timeout_within_a_bounded_time_and_its_replay_answers_at_onc
 def test_an_invalid_call_that_hangs_fails_as_a_crash_named_as_a_timeout() -> None:
     from hypothesis import HealthCheck, find, settings
 
+    from conformance.bad_calls import bad_call_cases
     from conformance.runner import Runner
-    from conformance.strategies import bad_call_cases
     from conformance.verdict import ConformanceFailure
 
     case = find(bad_call_cases("c0 has one feature too many"), lambda case: True,
@@ -201,7 +201,7 @@ def test_a_hung_forked_call_does_not_outlive_its_worker(tmp_path, monkeypatch) -
     (an orphan would eat a core for the rest of the run), on the first try and on the retry."""
     from hypothesis import HealthCheck, find, settings
 
-    from conformance.strategies import bad_call_cases
+    from conformance.bad_calls import bad_call_cases
 
     (tmp_path / "hangs_in_child.py").write_text(HANGS_IN_ITS_CHILD)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -104,14 +104,14 @@ def test_the_stress_tier_is_skipped_in_the_suite(suite_runner) -> None:
 
 RUN_TWICE = """
 import json, sys
-from conformance import report
+from conformance import report_collect
 
 ONLY_ANY = sys.argv[1]
 counts = []
 for extra in (["--hypothesis-profile=dev"], ["--lstm-profile=ci", "--lstm-max-examples=2"],
               ["--hypothesis-profile=dev"], []):
-    collector = report.Collector()
-    report.run_suite("torch", ["-q", "-k", ONLY_ANY, *extra], collector)
+    collector = report_collect.Collector()
+    report_collect.run_suite("torch", ["-q", "-k", ONLY_ANY, *extra], collector)
     counts.append([result.examples for result in collector.results.values()])
 from hypothesis import settings
 print(json.dumps({"counts": counts, "session_profile": settings.get_current_profile_name(),

@@ -202,10 +202,10 @@ def test_expected_failures_parse_and_name_tests_the_port_runs(name: str, suite_i
 def check_expected_entries(entries: list, caps: dict, suite_ids: list[str]) -> None:
     """Each entry says why, names tests of the suite, and none a test the port skips as unsupported
     (``caps``: the port's ``dtypes`` and the features it ``lacks``)."""
-    from conformance.strategies import call_fault_requirements, focus_requirements
-    from conformance.suite.test_errors import CALL_FAULTS, _ids
+    from conformance.bad_calls import CALL_FAULTS, call_fault_requirements, fault_ids
+    from conformance.strategies import focus_requirements
 
-    faults = dict(zip(_ids(list(CALL_FAULTS)), CALL_FAULTS))
+    faults = dict(zip(fault_ids(CALL_FAULTS), CALL_FAULTS))
     for entry in entries:
         assert len(entry.reason) >= 20, f"{entry.where}: say why, and cite the upstream issue where there is one"
         matched = [i for i in suite_ids if i.startswith(entry.prefix)]

@@ -17,7 +17,8 @@ from conformance.checks import check_forward, check_packing_error
 from conformance.runner import check_error
 from conformance.registry import resolve
 from conformance.reproduce import script, source
-from conformance.strategies import CALL_FAULTS, bad_call_cases, bad_constructor_cases, bad_packing_calls, cases
+from conformance.bad_calls import CALL_FAULTS, bad_call_cases, bad_constructor_cases, bad_packing_calls
+from conformance.strategies import cases
 from conformance.verdict import ConformanceFailure
 
 from .conftest import REPO

@@ -10,10 +10,10 @@ from hypothesis.errors import NoSuchExample
 
 from hypothesis import strategies as st
 
-from conformance.adapters import Capabilities
+from conformance.adapters import FEATURES, Capabilities
 from conformance.case import Case
 from conformance.strategies import (BATCH_BOUNDARIES, BATCH_SPAN, FEATURE_BOUNDARIES, FEATURE_SPAN, FOCI,
-                                    HALF_COST_SHARE, MAX_COST, MAX_LAYERS, STEP_BOUNDARIES, STEP_SPAN, STRESS, batch_sizes, case_cost, cases,
+                                    OWN_FOCI_FEATURES, HALF_COST_SHARE, MAX_COST, MAX_LAYERS, STEP_BOUNDARIES, STEP_SPAN, STRESS, batch_sizes, case_cost, cases,
                                     focus_cases, hidden_sizes, input_sizes, seq_lens)
 
 _FIND = settings(max_examples=3000, database=None, suppress_health_check=list(HealthCheck))
@@ -65,6 +65,15 @@ def test_axis_value_is_generated(axis: str) -> None:
 def test_only_declared_capabilities_are_drawn(case: Case) -> None:
     assert not case.call.packed and case.config.proj_size == 0 and case.config.dtype == "float32"
     assert "dropout" not in case.features()
+
+
+def test_every_feature_a_port_can_declare_has_a_focus() -> None:
+    """A port that lacks a feature is skipped on the foci requiring it: each feature has its own focus,
+    or (dropout) foci of its own that require it."""
+    required = {feature for spec in FOCI.values() for feature in spec.get("require", ())}
+    assert required == set(FEATURES)
+    assert OWN_FOCI_FEATURES < set(FEATURES)
+    assert [f for f in FOCI if f in FEATURES] == [f for f in FEATURES if f not in OWN_FOCI_FEATURES]
 
 
 @pytest.mark.parametrize("focus", [f for f in FOCI if FOCI[f].get("require")])

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from conformance.candidates import Candidate
 from conformance.runner import Runner
 from conformance.output import NOTE, skip_unsupported
-from conformance.strategies import (CALL_FAULTS, PACKED_CALL_FAULTS, bad_call_cases, bad_constructor_cases,
-                                    bad_packing_calls, call_fault_requirements)
+from conformance.bad_calls import (CALL_FAULTS, PACKED_CALL_FAULTS, bad_call_cases, bad_constructor_cases,
+                                   bad_packing_calls, call_fault_requirements, fault_ids)
 from conformance.verdict import Note
 
 
@@ -34,11 +34,7 @@ def test_constructor_errors_match_torch(lstm_candidate: Candidate, lstm_runner: 
     _note(request, lstm_runner.error(case))
 
 
-def _ids(names: list[str]) -> list[str]:
-    return [name.replace(" ", "_").replace(",", "").replace("-", "") for name in names]
-
-
-@pytest.mark.parametrize("fault", list(CALL_FAULTS), ids=_ids(list(CALL_FAULTS)))
+@pytest.mark.parametrize("fault", list(CALL_FAULTS), ids=fault_ids(CALL_FAULTS))
 @given(data=st.data())
 def test_call_errors_match_torch(lstm_candidate: Candidate, lstm_runner: Runner, request: pytest.FixtureRequest,
                                  fault: str, data: st.DataObject) -> None:
@@ -48,7 +44,7 @@ def test_call_errors_match_torch(lstm_candidate: Candidate, lstm_runner: Runner,
     _note(request, lstm_runner.error(case))
 
 
-@pytest.mark.parametrize("fault", PACKED_CALL_FAULTS, ids=_ids(PACKED_CALL_FAULTS))
+@pytest.mark.parametrize("fault", PACKED_CALL_FAULTS, ids=fault_ids(PACKED_CALL_FAULTS))
 @given(data=st.data())
 def test_packed_call_errors_match_torch(lstm_candidate: Candidate, lstm_runner: Runner,
                                         request: pytest.FixtureRequest, fault: str, data: st.DataObject) -> None:

@@ -5,7 +5,7 @@ takes its arguments: it assumes a memory layout (views that are transposed, expa
 storage offset, all of which torch takes), a way of passing them (by position, hx as a tuple), or a
 packed structure made by torch's packing functions.  Each shows only on the layouts or argument forms
 the suite draws (``conformance.case.LAYOUTS``, ``STATE_LAYOUTS``, ``ARGUMENT_FORMS``) or on a hand-built
-``PackedSequence`` (``conformance.strategies.PACKED_STRUCTURE_FAULTS``): on contiguous tensors passed
+``PackedSequence`` (``conformance.bad_calls.PACKED_STRUCTURE_FAULTS``): on contiguous tensors passed
 positionally, and on packed input from torch's packing functions, each is ScratchLSTM.
 
 ``LAYOUTS_CATALOGUE`` maps a short kebab-case name to each broken class; ``LAYOUTS_CORRECT`` the correct
