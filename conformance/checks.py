@@ -192,14 +192,14 @@ def _diagnose_here(candidate: Candidate, case: Case, ref: Reference, problems: l
             got = candidate.run(instance, ref.args, case.call.training, case.call.packed, case.call.arguments)
         except Exception:  # noqa: BLE001 - no result, no localisation
             got = None
-    location = focus = None
+    location = departing_piece = None
     first_call = [p for p in problems if p.call == 1]
     if got is not None and first_call and all(p.kind == "values" for p in problems):
         try:
-            location, focus = localise(candidate, case, ref, got)
+            location, departing_piece = localise(candidate, case, ref, got)
         except Exception:  # noqa: BLE001 - a diagnosis is a bonus, the failure stands without it
-            location = focus = None
-    return location, recognise(Evidence(case, ref, got, problems, location, focus, candidate))
+            location = departing_piece = None
+    return location, recognise(Evidence(case, ref, got, problems, location, departing_piece, candidate))
 
 
 def check_packing_error(candidate: Candidate, call: PackingCall, functions: Any) -> list[Note]:

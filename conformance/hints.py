@@ -25,7 +25,7 @@ from .compare import Tolerance, case_scale, floor, tolerance, value_scale, withi
 from .dropout import recover
 from .gradients import masked_oracle_gradients, through_time
 from .layout import sequence_lengths, state_rows, time_major
-from .localise import DIRECTIONS, Location, Run, run_torch
+from .localise import DIRECTIONS, Location, PieceResults, run_torch
 from .outcome import Outcome
 from .reference import Reference
 from .verdict import Problem
@@ -57,7 +57,7 @@ class Evidence:
     got: Optional[Outcome]
     problems: list[Problem]
     location: Optional[Location] = None
-    focus: Optional[Run] = None
+    departing_piece: Optional[PieceResults] = None
     candidate: Any = None  # the Candidate, for a "what if" on its side; None: none is asked
 
     @property
@@ -776,7 +776,7 @@ def _hx_not_permuted(ev: Evidence) -> Optional[str]:
 
 def _reverse_halves(ev: Evidence) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(got, oracle, lengths) of the reverse half of the departing layer's output, time-major."""
-    run, loc = ev.focus, ev.location
+    run, loc = ev.departing_piece, ev.location
     if run is None or run.got is None or loc is None or not ev.config.bidirectional:
         return None
     features = ev.config.output_size
@@ -801,7 +801,7 @@ def _reverse_not_flipped(ev: Evidence) -> Optional[str]:
 
 
 def _directions_interleaved(ev: Evidence) -> Optional[str]:
-    run = ev.focus
+    run = ev.departing_piece
     if run is None or run.got is None or not ev.config.bidirectional or ev.case.call.packed:
         return None
     if ev.case.call.unbatched or ev.case.call.batch == 1 or ev.part_agrees("output"):
@@ -925,7 +925,7 @@ def _upper_layer_weights(ev: Evidence) -> Optional[str]:
 def _first_step_features_from(ev: Evidence) -> Optional[int]:
     """At the first step that departs, the first output feature that differs, where the features below
     it all agree and it is a multiple of 8 (the start of a block); None otherwise."""
-    run, loc = ev.focus, ev.location
+    run, loc = ev.departing_piece, ev.location
     if run is None or loc is None or loc.tensor != "output" or loc.time_step is None:
         return None
     mask = run.bad.get("output")

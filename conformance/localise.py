@@ -33,7 +33,7 @@ from .compare import tolerance, value_scale, within
 from .outcome import Outcome
 from .reference import Reference, evaluate
 
-__all__ = ["Location", "Piece", "Run", "localise", "run_torch"]
+__all__ = ["Location", "Piece", "PieceResults", "localise", "run_torch"]
 
 DIRECTIONS = ("forward", "reverse")
 
@@ -66,7 +66,7 @@ class Location:
 
 
 @dataclass
-class Run:
+class PieceResults:
     """A piece's results: the candidate's (or the error it raised), torch's, and the oracle's."""
 
     config: LSTMConfig
@@ -113,10 +113,10 @@ def _masks(got: Outcome, reference: Outcome, oracle: Outcome, dtype: str) -> dic
     return masks
 
 
-def _run(candidate: Candidate, config: LSTMConfig, state: dict, args: tuple, case: Case) -> Run:
+def _run(candidate: Candidate, config: LSTMConfig, state: dict, args: tuple, case: Case) -> PieceResults:
     training, packed, form = case.call.training, case.call.packed, case.call.arguments
     raw, reference, oracle = run_torch(config, state, args, training, packed, form)
-    run = Run(config, reference, oracle, raw=raw)
+    run = PieceResults(config, reference, oracle, raw=raw)
     try:
         instance = candidate.build(config, state)
         run.got = candidate.run(instance, args, training, packed, form)
@@ -127,7 +127,7 @@ def _run(candidate: Candidate, config: LSTMConfig, state: dict, args: tuple, cas
     return run
 
 
-def _piece(name: str, run: Run) -> Piece:
+def _piece(name: str, run: PieceResults) -> Piece:
     if run.error:
         return Piece(name, "raised", run.error[:120])
     differing = [k for k, mask in run.bad.items() if mask is None or mask.any()]
@@ -190,7 +190,7 @@ def _first_steps(x: Any, steps: int, case: Case) -> Any:
 # ------------------------------------------------------------------------------- localisation
 
 
-def _first_departure(run: Run, case: Case) -> dict:
+def _first_departure(run: PieceResults, case: Case) -> dict:
     """Direction, time step and batch element where ``run`` first departs (its output first, then
     the first state row that departs, whose layer is then reported)."""
     config = run.config
@@ -230,7 +230,7 @@ def _first_departure(run: Run, case: Case) -> dict:
     return dict(found, tensor="output")
 
 
-def localise(candidate: Candidate, case: Case, ref: Reference, got: Outcome) -> tuple[Optional[Location], Optional[Run]]:
+def localise(candidate: Candidate, case: Case, ref: Reference, got: Outcome) -> tuple[Optional[Location], Optional[PieceResults]]:
     """Run the pieces; return the location and the run it was read from (the departing prefix)."""
     if not case.deterministic or (case.call.training and case.config.dropout > 0 and case.config.num_layers > 1):
         return None, None
@@ -243,20 +243,20 @@ def localise(candidate: Candidate, case: Case, ref: Reference, got: Outcome) -> 
 
     # the layer stack, one prefix at a time
     num_layers = config.num_layers
-    departing, focus = num_layers - 1, None
+    departing, departing_piece = num_layers - 1, None
     below = x  # torch's input to the departing layer
     for k in range(1, num_layers):
         sub = replace(config, num_layers=k, dropout=config.dropout if k > 1 else 0.0)
         run = _run(candidate, sub, _stack_weights(state, k), (x, *_hx(args, slice(0, k * d_count))), case)
         pieces.append(_piece(f"layers 0..{k - 1} (a {k}-layer model with the same weights)", run))
         if run.differs():
-            departing, focus = k - 1, run
+            departing, departing_piece = k - 1, run
             break
         below = run.raw
-    if focus is None:
-        full = Run(config, ref.torch, ref.oracle, got=got)
+    if departing_piece is None:
+        full = PieceResults(config, ref.torch, ref.oracle, got=got)
         full.bad = _masks(got, ref.torch, ref.oracle, config.dtype)
-        focus = full
+        departing_piece = full
     layer = departing
     one = replace(config, num_layers=1, dropout=0.0,
                   input_size=config.input_size if layer == 0 else d_count * config.output_size)
@@ -276,7 +276,7 @@ def localise(candidate: Candidate, case: Case, ref: Reference, got: Outcome) -> 
             how = "" if d == 0 else " (a forward model on the time-reversed input)"
             pieces.append(_piece(f"layer {layer} {name} direction alone{how}", run))
 
-    found = _first_departure(focus, case)
+    found = _first_departure(departing_piece, case)
     t = found.get("time_step")
     if t is not None and found.get("direction") == "forward" and 0 < t < _steps(x, case) - 1 and not case.call.packed:
         prefix = _first_steps(x, t + 1, case)
@@ -286,7 +286,7 @@ def localise(candidate: Candidate, case: Case, ref: Reference, got: Outcome) -> 
                         None if case.call.unbatched else found.get("batch"),
                         tuple(dict.fromkeys(found["directions"])), found.get("steps_differing", 0),
                         found.get("steps_total", 0), tuple(pieces))
-    return location, focus
+    return location, departing_piece
 
 
 def _steps(x: Any, case: Case) -> int:
