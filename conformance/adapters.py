@@ -93,12 +93,15 @@ class Capabilities:
 class Adapter:
     """Base class for a port that is not a torch module.
 
-    Subclass it, set :attr:`capabilities`, and implement :meth:`forward`.  The suite builds one
-    adapter per generated model, so ``__init__`` is where weights are translated.
+    Subclass it, set :attr:`lstm_conformance_capabilities`, and implement :meth:`forward`.  The suite
+    builds one adapter per generated model, so ``__init__`` is where weights are translated.  What a port
+    sets for the suite has the same name on an adapter and on a drop-in: ``lstm_conformance_capabilities``,
+    ``lstm_conformance_expected_failures`` (a file, relative to the port's module) and
+    ``lstm_conformance_packing``.
     """
 
     #: Features, dtypes and error strictness this port declares.
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    lstm_conformance_capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(self, config: LSTMConfig, weights: Mapping[str, np.ndarray]) -> None:
         """``weights`` maps torch's parameter names (``weight_ih_l0``, ...) to arrays in torch's layout."""

@@ -138,18 +138,35 @@ def _to_arrays(value: Any) -> Any:
 def make_candidate(target: Any, name: Optional[str] = None, origin: str = "", path: str = "") -> Candidate:
     """Wrap a drop-in module class or an :class:`Adapter` subclass; reject anything else clearly."""
     label = name or f"{getattr(target, '__module__', '?')}:{getattr(target, '__qualname__', target)}"
+    if inspect.isclass(target):
+        _check_hook_names(target, label)
     if inspect.isclass(target) and issubclass(target, Adapter):
         if target.forward is Adapter.forward:
             raise TypeError(f"adapter {label} does not implement forward(input, hx, *, training)")
-        return Candidate(label, target, "adapter", target.capabilities, origin, path or label)
+        return Candidate(label, target, "adapter", target.lstm_conformance_capabilities, origin, path or label)
     if inspect.isclass(target) and _is_torch_module(target):
         caps = getattr(target, "lstm_conformance_capabilities", None) or Capabilities(errors="exact")
         return Candidate(label, target, "drop-in", caps, origin, path or label)
     if inspect.isclass(target) and all(callable(getattr(target, m, None)) for m in ("forward", "__init__")) \
-            and hasattr(target, "capabilities"):
+            and hasattr(target, "lstm_conformance_capabilities"):
         raise TypeError(f"{label} looks like an adapter but does not subclass conformance.Adapter")
     raise TypeError(f"{label} is neither a torch.nn.Module subclass (a drop-in for nn.LSTM) "
                     f"nor a conformance.Adapter subclass; got {type(target).__name__}")
+
+
+#: What a port class sets for the suite, by the one name each has on drop-ins and adapters alike.
+HOOKS = ("lstm_conformance_capabilities", "lstm_conformance_expected_failures", "lstm_conformance_packing")
+
+
+def _check_hook_names(target: type, label: str) -> None:
+    """An adapter that sets a hook without its prefix would be read as declaring nothing: say so."""
+    if not issubclass(target, Adapter):
+        return
+    for hook in HOOKS:
+        plain = hook.removeprefix("lstm_conformance_")
+        if plain in vars(target):
+            raise TypeError(f"adapter {label} sets {plain!r}; the suite reads {hook!r} (the same name on drop-ins "
+                            f"and adapters)")
 
 
 def _is_torch_module(cls: type) -> bool:

@@ -97,11 +97,11 @@ def load(path: Path) -> list[ExpectedFailure]:
 
 
 def file_for(target: Any) -> Optional[Path]:
-    """The expected-failures file a port declares: ``expected_failures`` (adapters) or
-    ``lstm_conformance_expected_failures`` (drop-ins), relative to the port's module."""
+    """The expected-failures file a port declares: ``lstm_conformance_expected_failures``, relative to the
+    port's module."""
     import sys
 
-    name = getattr(target, "expected_failures", None) or getattr(target, "lstm_conformance_expected_failures", None)
+    name = getattr(target, "lstm_conformance_expected_failures", None)
     if not name or not isinstance(name, str):
         return None
     module = sys.modules.get(getattr(target, "__module__", ""), None)

@@ -499,10 +499,10 @@ def adapter_class(port: PortSpec) -> type[ProcessAdapter]:
                         f"{lines[0].rstrip(':')}{stderr}") from None
     finally:
         session.stop()
-    attributes = {"port": port, "hello": hello, "capabilities": hello.capabilities, "__module__": __name__,
+    attributes = {"port": port, "hello": hello, "lstm_conformance_capabilities": hello.capabilities, "__module__": __name__,
                   "__doc__": f"The process port {port.name}: {hello.describe()}, run as {port.describe()}."}
     if port.expected_failures:
-        attributes["expected_failures"] = port.expected_failures
+        attributes["lstm_conformance_expected_failures"] = port.expected_failures
     return cast("type[ProcessAdapter]", type(f"ProcessPort_{_identifier(port.name)}", (ProcessAdapter,), attributes))
 
 

@@ -103,9 +103,9 @@ def _pullback(layers: nnx.List, x: jax.Array, initial: Optional[list], seq_lengt
 class FlaxLSTM(Adapter):
     """torch.nn.LSTM checked against Flax NNX's OptimizedLSTMCell + RNN (+ Bidirectional)."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(dtypes={"float32", "float64"}, errors="raises",
+    lstm_conformance_capabilities: ClassVar[Capabilities] = Capabilities(dtypes={"float32", "float64"}, errors="raises",
                                                         gradients=True).without("proj_size", "dropout")
-    expected_failures = "expected/flax.txt"
+    lstm_conformance_expected_failures = "expected/flax.txt"
 
     def __init__(self, config: LSTMConfig, weights: Mapping[str, np.ndarray]) -> None:
         super().__init__(config, weights)

@@ -89,9 +89,9 @@ class _Run:
 class KerasLSTM(Adapter):
     """torch.nn.LSTM checked against Keras 3's LSTM layer (torch backend, no cuDNN)."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(errors="raises", gradients=True).without(
+    lstm_conformance_capabilities: ClassVar[Capabilities] = Capabilities(errors="raises", gradients=True).without(
         "proj_size", "dropout")
-    expected_failures = "expected/keras.txt"
+    lstm_conformance_expected_failures = "expected/keras.txt"
 
     def __init__(self, config: LSTMConfig, weights: Mapping[str, np.ndarray]) -> None:
         super().__init__(config, weights)

@@ -353,7 +353,7 @@ class NumpyLSTM(Adapter):
     A float16 or bfloat16 model is computed in float32 and its results rounded once to the model's
     dtype: more accurate than torch, which rounds to half precision between its operations."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(errors="raises", gradients=True)
+    lstm_conformance_capabilities: ClassVar[Capabilities] = Capabilities(errors="raises", gradients=True)
 
     #: The dtype arithmetic is done in.  ``None`` computes in the config's dtype (float32 for a half-precision
     #: one); a subclass may set ``np.float64`` or ``np.longdouble`` to compute in higher precision.  Inputs and

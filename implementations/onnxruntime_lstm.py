@@ -72,9 +72,9 @@ def _reorder_gates(array: np.ndarray) -> np.ndarray:
 class OnnxRuntimeLSTM(Adapter):
     """torch.nn.LSTM checked against ONNX Runtime's LSTM kernel (float32 and float16, no proj_size, no dropout)."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(dtypes={"float32", "float16"}, errors="raises",
+    lstm_conformance_capabilities: ClassVar[Capabilities] = Capabilities(dtypes={"float32", "float16"}, errors="raises",
                                                         gradients=False).without("proj_size", "dropout")
-    expected_failures = "expected/onnxruntime.txt"
+    lstm_conformance_expected_failures = "expected/onnxruntime.txt"
 
     def __init__(self, config: LSTMConfig, weights: Mapping[str, np.ndarray]) -> None:
         super().__init__(config, weights)

@@ -138,9 +138,9 @@ class _Run:
 class PaddleLSTM(Adapter):
     """torch.nn.LSTM checked against paddle.nn.LSTM."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(dtypes={"float32", "float64"}, errors="raises",
+    lstm_conformance_capabilities: ClassVar[Capabilities] = Capabilities(dtypes={"float32", "float64"}, errors="raises",
                                                         gradients=True).without("no_bias")
-    expected_failures = "expected/paddle.txt"
+    lstm_conformance_expected_failures = "expected/paddle.txt"
 
     def __init__(self, config: LSTMConfig, weights: Mapping[str, np.ndarray]) -> None:
         super().__init__(config, weights)

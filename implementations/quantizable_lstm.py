@@ -94,9 +94,9 @@ class _Run:
 class QuantizableLSTM(Adapter):
     """torch.nn.LSTM checked against torch.ao.nn.quantizable.LSTM in floating point."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(errors="raises", gradients=True).without(
+    lstm_conformance_capabilities: ClassVar[Capabilities] = Capabilities(errors="raises", gradients=True).without(
         "proj_size", "packed", "packed_unsorted", "unbatched", "dropout")
-    expected_failures = "expected/torch-quantizable.txt"
+    lstm_conformance_expected_failures = "expected/torch-quantizable.txt"
 
     def __init__(self, config: LSTMConfig, weights: Mapping[str, np.ndarray]) -> None:
         super().__init__(config, weights)

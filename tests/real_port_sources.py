@@ -213,8 +213,8 @@ def check_adapter(source: str, port: RealPort) -> list[str]:
     when its package is missing, and its docstring names every pinned version."""
     where = port.target.partition(":")[0].replace(".", "/") + ".py"
     problems = []
-    if f'expected_failures = "{port.expected_failures}"' not in source:
-        problems.append(f"{where}: {port.name}: does not declare expected_failures = \"{port.expected_failures}\"")
+    if f'lstm_conformance_expected_failures = "{port.expected_failures}"' not in source:
+        problems.append(f"{where}: {port.name}: does not declare lstm_conformance_expected_failures = \"{port.expected_failures}\"")
     if port.extra and f'missing_port("{port.name}", ' not in source:
         problems.append(f"{where}: {port.name}: does not raise missing_port(\"{port.name}\", ...) without its package")
     docstring = source.split('"""')[1] if source.count('"""') >= 2 else ""

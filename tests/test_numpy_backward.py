@@ -187,7 +187,7 @@ def test_a_float32_port_computing_in_float64_returns_float32_gradients(layout: s
 
 
 def test_numpy_lstm_declares_gradients() -> None:
-    assert NumpyLSTM.capabilities.gradients is True
+    assert NumpyLSTM.lstm_conformance_capabilities.gradients is True
 
 
 # ------------------------------------------------------------------------ training mode, dropout

@@ -554,7 +554,7 @@ def test_a_real_js_port_declares_what_its_source_says(name: str) -> None:
     from conformance.adapters import FEATURES
 
     cls = _real_port(name)
-    caps = cls.capabilities
+    caps = cls.lstm_conformance_capabilities
     assert set(caps.dtypes) == JS_REAL[name]["dtypes"] and set(FEATURES) - caps.features == JS_REAL[name]["lacks"]
     assert caps.errors == "raises" and caps.gradients is False
     source = (process_ports.REGISTERED[name].parent / "port.js").read_text()

@@ -199,7 +199,7 @@ def test_altered_port_files_are_reported() -> None:
     keras = BY_NAME["keras"]
     source = _adapter_source(keras)
     _one_problem(sources.check_adapter(_altered(source, '"expected/keras.txt"', '"expected/keras3.txt"'), keras),
-                 "implementations/keras_lstm.py: keras: does not declare expected_failures")
+                 "implementations/keras_lstm.py: keras: does not declare lstm_conformance_expected_failures")
     _one_problem(sources.check_adapter(_altered(source, 'missing_port("keras", ', 'missing_port("keras3", '), keras),
                  "implementations/keras_lstm.py: keras: does not raise missing_port")
     tfjs = BY_NAME["tfjs"]

@@ -156,7 +156,7 @@ def test_list_shows_a_missing_port_with_its_extra(private_home: Path) -> None:
 def test_capabilities_are_what_the_docstring_says(name: str) -> None:
     cls = _load(name)
     port = PORTS[name]
-    caps: Capabilities = cls.capabilities
+    caps: Capabilities = cls.lstm_conformance_capabilities
     assert set(caps.dtypes) == port["dtypes"]
     assert set(FEATURES) - set(caps.features) == port["lacks"]
     assert caps.errors == "raises"
@@ -183,7 +183,7 @@ def _declared_file(name: str) -> Path:
     module, _, attr = PORTS[name]["path"].partition(":")
     source = REPO / (module.replace(".", "/") + ".py")
     text = source.read_text()
-    assert f'expected_failures = "expected/{name}.txt"' in text, f"{source.name} does not declare its file"
+    assert f'lstm_conformance_expected_failures = "expected/{name}.txt"' in text, f"{source.name} does not declare its file"
     return EXPECTED_DIR / f"{name}.txt"
 
 
@@ -253,7 +253,7 @@ def _cases(caps: Capabilities, name: str) -> list[Case]:
 @pytest.mark.parametrize("name", list(PORTS))
 def test_the_adapter_conforms_and_a_wrong_weight_mapping_is_flagged(name: str) -> None:
     cls = _load(name)
-    cases = _cases(cls.capabilities, name)
+    cases = _cases(cls.lstm_conformance_capabilities, name)
     for case in cases:
         check_forward(make_candidate(cls, name=name), case)  # the real mapping conforms
 
@@ -375,8 +375,8 @@ def test_the_adapter_gradients_conform_and_a_wrong_gradient_mapping_is_flagged(n
     from conformance.checks import check_gradients
 
     cls = _load(name)
-    assert cls.capabilities.gradients is True
-    cases = _gradient_cases(cls.capabilities, name)
+    assert cls.lstm_conformance_capabilities.gradients is True
+    cases = _gradient_cases(cls.lstm_conformance_capabilities, name)
     for case in cases:
         check_gradients(make_candidate(cls, name=name), case)  # the real mapping's gradients conform
     with pytest.raises(ConformanceFailure) as failure:

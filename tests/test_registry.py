@@ -37,6 +37,9 @@ def test_environment_variable_is_used_when_nothing_is_given(monkeypatch: pytest.
     ("conformance.case:NoSuchClass", "has no attribute 'NoSuchClass'"),
     ("tests.ports.adapters:NoForward", "does not implement forward"),
     ("conformance.case:Call", "neither a torch.nn.Module subclass"),
+    ("tests.ports.adapters:PlainCapabilities", "sets 'capabilities'; the suite reads 'lstm_conformance_capabilities'"),
+    ("tests.ports.adapters:PlainExpectedFailures",
+     "sets 'expected_failures'; the suite reads 'lstm_conformance_expected_failures'"),
 ])
 def test_bad_specs_give_one_line_errors(spec: str, fragment: str) -> None:
     with pytest.raises(ResolutionError) as info:

@@ -11,7 +11,7 @@ from implementations.numpy_lstm import NumpyLSTM
 class LimitedNumpyLSTM(NumpyLSTM):
     """A correct port that honestly declares no packed input and no float64."""
 
-    capabilities = Capabilities(dtypes={"float32"}, errors="raises").without("packed", "packed_unsorted")
+    lstm_conformance_capabilities = Capabilities(dtypes={"float32"}, errors="raises").without("packed", "packed_unsorted")
 
 
 class Float64InsideNumpyLSTM(NumpyLSTM):
@@ -38,6 +38,18 @@ class ListResultAdapter(NumpyLSTM):
 
 class NoForward(Adapter):
     """An adapter that forgot to implement forward()."""
+
+
+class PlainCapabilities(NumpyLSTM):
+    """An adapter declaring its capabilities without the prefix: it would be read as declaring everything."""
+
+    capabilities = Capabilities(dtypes={"float32"})
+
+
+class PlainExpectedFailures(NumpyLSTM):
+    """An adapter naming its expected-failures file without the prefix: it would be read as naming none."""
+
+    expected_failures = "known.txt"
 
 
 # ---------------------------------------------------------------------------- gradients
