@@ -56,10 +56,10 @@ _FORKS = [0]  # forks so far; every 64th first collapses memory again (the paren
 def _collapse_into_huge_pages() -> None:
     """Back this process's private writable memory with 2 MB pages where the kernel can.
 
-    A fork copies a page-table entry per 4 kB page, and tearing the child down walks them again:
-    with torch's ~150 MB of heap, ~8 ms of kernel time per forked call here.  With huge pages one
-    entry covers 2 MB: measured 12.8 -> 3.9 ms per bare fork, and a third less kernel time over the
-    packed-call tests.  ``MADV_COLLAPSE`` exists on Linux >= 6.1; elsewhere the call fails, harmlessly.
+    A fork copies a page-table entry per 4 kB page, and tearing the child down walks them again: with a
+    large heap, most of a forked call's kernel time.  With huge pages one entry covers 2 MB (the figures:
+    ``docs/performance.md``).  ``MADV_COLLAPSE`` exists on Linux >= 6.1; elsewhere the call fails,
+    harmlessly.
     """
     import ctypes
 
@@ -143,8 +143,8 @@ class ForkedCall:
         until the deadline at most, and is not retried: the child starts from its parent's state each
         time, so a second try would take as long as the first.
 
-        A child that sent back a readable result is not waited for: tearing down a process holding
-        torch takes ~3 ms, and what it does after sending cannot change the result.
+        A child that sent back a readable result is not waited for: tearing down a process with a large
+        heap takes time, and what it does after sending cannot change the result.
         """
         data, finished = self._read()
         if finished and data:

@@ -1,7 +1,7 @@
-"""One process per run that imports torch once and forks ready worker processes.
+"""One process per run that imports the workers' service once and forks ready worker processes.
 
 A worker started as ``python -m conformance.worker SERVICE`` imports its service (the suite's imports
-torch, a second of CPU), and under ``-n 2`` several such imports compete for the cores before the first
+torch, seconds of CPU), and under ``-n 2`` several such imports compete for the cores before the first
 test.  Instead, pytest (the xdist controller under xdist) forks this server as it configures, before it
 has any thread; the server imports and prepares the service once, then forks a worker for each
 connection: the first worker of each pytest process that runs tests, and each replacement after a crash

@@ -47,7 +47,7 @@ class Worker:
         self.timed_out: dict = {}  # (key, limit) -> the TimedOut, for the calls that ran past their limit twice
 
     def prestart(self) -> None:
-        """Launch the worker now, so that it imports torch while pytest starts up (~1 s per run).
+        """Launch the worker now, so that it imports its service while pytest starts up.
 
         Each call first gives the worker this process's import path if it changed since (pytest adds
         test folders while collecting); a worker forked by the server also gets the environment.
