@@ -1,4 +1,4 @@
-"""Every axis value the issue lists is reachable, and capabilities restrict what is drawn."""
+"""Every axis value the suite documents is reachable, and capabilities restrict what is drawn."""
 
 from __future__ import annotations
 
