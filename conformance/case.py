@@ -183,8 +183,12 @@ class Case:
 
     def features(self) -> set[str]:
         """The capability names (see ``adapters.FEATURES``) a port needs to run this case."""
+        return {name for name, used in self.feature_flags().items() if used}
+
+    def feature_flags(self) -> dict[str, bool]:
+        """Each capability name of ``adapters.FEATURES``, and whether this case uses it."""
         cfg, call = self.config, self.call
-        wanted = {
+        return {
             "multi_layer": cfg.num_layers > 1,
             "no_bias": not cfg.bias,
             "batch_first": cfg.batch_first,
@@ -199,7 +203,6 @@ class Case:
             "argument_forms": call.arguments != "positional",
             "requires_grad": call.requires_grad or (call.with_hx and call.hx_requires_grad),
         }
-        return {name for name, used in wanted.items() if used}
 
     @property
     def deterministic(self) -> bool:

@@ -285,3 +285,11 @@ def test_values_print_and_rebuild_as_code() -> None:
     assert torch.isnan(x[1, 0, 2]) and x[0, 2, 0] == -float("inf") and x.requires_grad and x.is_leaf
     assert torch.equal(torch.signbit(x[:, 1]), torch.ones(2, 3, dtype=torch.bool))
     assert Values().plain and not values.plain and repr(Values()) == "Values()"
+
+
+def test_a_case_says_for_every_feature_whether_it_uses_it() -> None:
+    """Case.features() and the capability names a port declares are one list: a feature added to one only
+    would never be skipped, or never drawn."""
+    from conformance.adapters import FEATURES
+
+    assert set(Case(LSTMConfig(2, 3), Call(2, 1)).feature_flags()) == set(FEATURES)
