@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the real third-party ports, then run the conformance suite on each (docs/real-ports.md).
-# Ports: the arguments, else $LSTM_PORTS, else the ones CI runs: onnxruntime keras torch-quantizable.
+# Ports: the arguments, else $LSTM_PORTS, else the Python ports: onnxruntime keras torch-quantizable
+# (.ci/run names them and the two JavaScript ports, tfjs and onnxruntime-node).
 # Each run must exit 0: known divergences are expected failures (implementations/expected/*.txt).
 # Extra pytest arguments: LSTM_PYTEST_ARGS, e.g. LSTM_PYTEST_ARGS="--lstm-skip-expected-failures".
 # The ports and their extras below are checked against implementations/real_ports.py (tests/test_real_port_sources.py).
