@@ -77,6 +77,10 @@ class Worker:
             self.process, self.spare = self.spare, self._launch()
         else:
             self.process = self._launch()
+            if self.process.poll() is not None:
+                # a served worker the server never forked (the server is gone, though its socket still took
+                # the connection): the next launch starts a subprocess, so that this call is not a crash
+                self.process = self._launch()
         self.path = ()  # a fresh interpreter: its import path is set on the first call
         return self.process
 

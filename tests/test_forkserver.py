@@ -137,6 +137,42 @@ def test_both_xdist_workers_get_their_workers_from_one_server(suite_runner, tmp_
     assert len(workers) == 2 and len(parents) == 1, rows
 
 
+@pytest.mark.slow
+def test_a_server_socket_that_takes_the_connection_but_forks_no_worker_is_not_a_crash(tmp_path, monkeypatch) -> None:
+    """A server killed while a child still held its socket: connecting works, no worker comes. The call
+    goes to a worker started as a subprocess instead, and answers; it is not a crash of the call."""
+    import socket
+    import threading
+
+    from conformance.isolation import Worker
+    from conformance.process_messages import Answered, Ping
+    from conformance.service import SERVICE
+
+    path = str(tmp_path / "workers")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+
+    def hang_up() -> None:  # take each connection, then close it without forking anything
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            connection.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    monkeypatch.setattr(forkserver, "_STARTED", [os.getpid(), str(tmp_path), path, SERVICE])
+    monkeypatch.setattr(forkserver, "_UNUSABLE", [])
+    worker = Worker(SERVICE)
+    try:
+        assert worker.call(Ping(), timeout=120) == Answered("pong")
+        assert type(worker.process).__name__ == "Popen"
+    finally:
+        worker.stop()
+        listener.close()
+
+
 def test_a_server_address_is_only_taken_from_the_parent(monkeypatch) -> None:
     monkeypatch.setattr(forkserver, "_STARTED", [])
     monkeypatch.setenv(forkserver.ENV_VAR, f"{os.getppid()}:some.service:/tmp/some/socket")
