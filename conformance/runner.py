@@ -7,7 +7,8 @@ goes on.  Invalid calls are always isolated, because torch itself crashes on som
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from dataclasses import replace
+from typing import Any, Callable, Optional, Union
 
 from . import hazards
 from .candidates import Candidate
@@ -114,34 +115,29 @@ class Runner:
     def forward(self, case: Case, repeat: Repeat = False, diagnose: Optional[bool] = None) -> None:
         """:func:`~conformance.checks.check_forward`, isolated; ``diagnose`` defaults to "this is the example
         hypothesis reports"."""
-        self.calls += 1
-        if self.expected:
-            return self._expected(case, lambda: self._forward(case, repeat, diagnose))
-        return self._forward(case, repeat, diagnose)
-
-    def _forward(self, case: Case, repeat: Repeat, diagnose: Optional[bool]) -> None:
-        diagnose = _final_example() if diagnose is None else diagnose
-        if not self.isolate:
-            return self._inline(case, lambda: check_forward(self.candidate, case, repeat, diagnose))
-        request = CheckForward(self.candidate.path, case, repeat, diagnose)
-        # keyed without `diagnose`: hypothesis' final replay of a timed-out example gets the same time-out
-        key = CheckForward(self.candidate.path, case, repeat)
-        return self._isolated(case, ask(request, timeout=self.timeout, key=key))
+        self._check(case, CheckForward(self.candidate.path, case, repeat), diagnose,
+                    lambda diagnosed: check_forward(self.candidate, case, repeat, diagnosed))
 
     def gradients(self, case: Case, check: str = "gradients", diagnose: Optional[bool] = None) -> None:
         """The gradient check ``check`` (:func:`~conformance.checks.run_gradients`), isolated like :meth:`forward`."""
-        self.calls += 1
-        if self.expected:
-            return self._expected(case, lambda: self._gradients(case, check, diagnose))
-        return self._gradients(case, check, diagnose)
+        self._check(case, CheckGradients(self.candidate.path, case, check), diagnose,
+                    lambda diagnosed: run_gradients(self.candidate, case, check, diagnosed))
 
-    def _gradients(self, case: Case, check: str, diagnose: Optional[bool]) -> None:
-        diagnose = _final_example() if diagnose is None else diagnose
+    def _check(self, case: Case, request: Union[CheckForward, CheckGradients], diagnose: Optional[bool],
+               inline: Callable[[bool], None]) -> None:
+        """One valid case's check: sent to the worker as ``request`` with ``diagnose`` filled in, or run here
+        as ``inline(diagnose)``; a failure an expected-failure entry covers is recorded."""
+        self.calls += 1
+        self._expected(case, lambda: self._run(case, request, diagnose, inline))
+
+    def _run(self, case: Case, request: Union[CheckForward, CheckGradients], diagnose: Optional[bool],
+             inline: Callable[[bool], None]) -> None:
+        diagnosed = _final_example() if diagnose is None else diagnose
         if not self.isolate:
-            return self._inline(case, lambda: run_gradients(self.candidate, case, check, diagnose))
-        request = CheckGradients(self.candidate.path, case, check, diagnose)
-        key = CheckGradients(self.candidate.path, case, check)
-        return self._isolated(case, ask(request, timeout=self.timeout, key=key))
+            return self._inline(case, lambda: inline(diagnosed))
+        # keyed by the request without `diagnose`: hypothesis' final replay of a timed-out example gets the
+        # same time-out
+        return self._isolated(case, ask(replace(request, diagnose=diagnosed), timeout=self.timeout, key=request))
 
     def _inline(self, case: Case, check: Callable[[], None]) -> None:
         """A check run in this process; a process port's program that crashed fails the case, as isolated."""
